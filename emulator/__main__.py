@@ -1,0 +1,5 @@
+"""``python -m emulator`` behaves like ``emulate``."""
+
+from emulator.cli import main
+
+main()

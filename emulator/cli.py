@@ -1,0 +1,102 @@
+"""Thin Hydra entry point: ``emulate`` (also ``python -m emulator``).
+
+Bad input is caught before Hydra runs the job: the overrides are composed and validated once (each
+combination of a sweep, for ``-m``), and any error is printed as one line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig
+
+from emulator.app import run_job
+from emulator.config.compose import CONFIG_NAME, VERSION_BASE, compose_config
+from emulator.config.job import build_job, to_plain
+from emulator.config.schema import register
+from emulator.paths import config_dir
+from emulator.report.console import print_summary
+from emulator.spec import ConfigError, JobSpec
+
+EXIT_BAD_INPUT = 2
+MAX_PREVALIDATED_COMBINATIONS = 256
+_PASSTHROUGH = {"-h", "--help", "--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc",
+                "--resolve", "--package", "-p"}
+
+
+def fail(error: ConfigError) -> None:
+    print(f"emulate: error: {error}", file=sys.stderr)
+    raise SystemExit(EXIT_BAD_INPUT)
+
+
+def check_job(job: JobSpec) -> None:
+    """Requests this version cannot serve, said in one line."""
+    if job.run.steps > 0:
+        raise ConfigError("run.steps", job.run.steps,
+                          "must be 0 in this version: the per-GPU fleet emulation is not built yet (nominal only)")
+
+
+def _overrides(argv: list[str]) -> list[str]:
+    return [a for a in argv if not a.startswith("-") and "=" in a and not a.startswith(("hydra.", "hydra/"))]
+
+
+def _combinations(overrides: list[str]) -> list[list[str]]:
+    """Every combination of a sweep (``gpu=h100,h200 model=grok2,grok3``), capped."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    choices = []
+    for ov in parsed:
+        if ov.is_sweep_override():
+            key = ov.get_key_element()
+            choices.append([f"{key}={v}" for v in ov.sweep_string_iterator()])
+        else:
+            choices.append([str(ov.input_line)])
+    combos = itertools.islice(itertools.product(*choices), MAX_PREVALIDATED_COMBINATIONS)
+    return [list(c) for c in combos]
+
+
+def prevalidate(argv: list[str]) -> None:
+    if any(a in _PASSTHROUGH or a.split("=")[0] in _PASSTHROUGH for a in argv):
+        return
+    overrides = _overrides(argv)
+    multirun = "-m" in argv or "--multirun" in argv
+    try:
+        combos = _combinations(overrides) if multirun else [overrides]
+    except Exception as exc:
+        fail(ConfigError("overrides", " ".join(overrides), str(exc).strip().splitlines()[0]))
+        return
+    for combo in combos:
+        try:
+            check_job(build_job(compose_config(combo)))
+        except ConfigError as err:
+            fail(err)
+
+
+@hydra.main(version_base=VERSION_BASE, config_path=str(config_dir()), config_name=CONFIG_NAME)
+def _task(cfg: DictConfig) -> None:
+    try:
+        job = build_job(cfg)
+        check_job(job)
+    except ConfigError as err:
+        fail(err)
+        return
+    hc = HydraConfig.get()
+    out_dir = Path(hc.runtime.output_dir)
+    config: dict[str, Any] = to_plain(cfg)
+    summary = run_job(job, out_dir, config)
+    print_summary(job, summary, out_dir)
+
+
+def main() -> None:
+    register()
+    prevalidate(sys.argv[1:])
+    _task()
+
+
+if __name__ == "__main__":
+    main()

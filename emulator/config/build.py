@@ -1,0 +1,169 @@
+"""Plain mappings in human units (as the YAML files write them) -> typed specs in SI units.
+
+This is the one place where ``_gb``, ``_tbps``, ``_tflops``, ``_us`` keys are converted. It takes
+plain dicts, so the Hydra edge, the validation script and the tests share it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import fields
+from typing import Any
+
+from emulator.spec import (
+    ClusterSpec,
+    ConfigError,
+    EfficiencySpec,
+    GpuSpec,
+    ModelSpec,
+    ParallelSpec,
+    PoolSpec,
+    RunSpec,
+    TrainSpec,
+)
+
+GB = 1e9
+TB = 1e12
+TFLOP = 1e12
+GFLOP = 1e9
+US = 1e-6
+GBIT = 1e9 / 8.0
+
+
+def _check_keys(group: str, data: Mapping[str, Any], allowed: set[str]) -> None:
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(f"{group}.{key}", data[key], f"unknown key; allowed: {', '.join(sorted(allowed))}")
+
+
+def _number(group: str, data: Mapping[str, Any], key: str) -> float:
+    if key not in data or data[key] is None:
+        raise ConfigError(f"{group}.{key}", None, "is required")
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{group}.{key}", value, "must be a number")
+    return float(value)
+
+
+EFFICIENCY_KEYS = {"gemm_bf16", "gemm_fp8", "gemm_half_gflop", "attention_fwd", "attention_bwd", "hbm", "nvlink",
+                   "kernel_overhead_us"}
+GPU_KEYS = {"name", "bf16_tflops", "fp8_tflops", "hbm_gb", "hbm_tbps", "nvlink_gbps", "tdp_w", "idle_w", "source",
+            "efficiency"}
+
+
+def gpu_from_dict(data: Mapping[str, Any], group: str = "gpu") -> GpuSpec:
+    _check_keys(group, data, GPU_KEYS)
+    eff = data.get("efficiency") or {}
+    _check_keys(f"{group}.efficiency", eff, EFFICIENCY_KEYS)
+    e = f"{group}.efficiency"
+    efficiency = EfficiencySpec(
+        gemm_bf16=_number(e, eff, "gemm_bf16"),
+        gemm_fp8=_number(e, eff, "gemm_fp8"),
+        gemm_half_flops=_number(e, eff, "gemm_half_gflop") * GFLOP,
+        attention_fwd=_number(e, eff, "attention_fwd"),
+        attention_bwd=_number(e, eff, "attention_bwd"),
+        hbm=_number(e, eff, "hbm"),
+        nvlink=_number(e, eff, "nvlink"),
+        kernel_overhead_s=_number(e, eff, "kernel_overhead_us") * US,
+    )
+    return GpuSpec(
+        name=str(data.get("name", "")),
+        bf16_flops_per_s=_number(group, data, "bf16_tflops") * TFLOP,
+        fp8_flops_per_s=_number(group, data, "fp8_tflops") * TFLOP,
+        hbm_bytes=_number(group, data, "hbm_gb") * GB,
+        hbm_bytes_per_s=_number(group, data, "hbm_tbps") * TB,
+        nvlink_bytes_per_s=_number(group, data, "nvlink_gbps") * GB,
+        tdp_w=_number(group, data, "tdp_w"),
+        idle_w=_number(group, data, "idle_w"),
+        efficiency=efficiency,
+        source=str(data.get("source", "")),
+    )
+
+
+def _dataclass_from_dict(cls: Any, group: str, data: Mapping[str, Any]) -> Any:
+    allowed = {f.name for f in fields(cls)}
+    _check_keys(group, data, allowed)
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        kwargs[f.name] = _coerce(group, f.name, value, f.type)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required key is missing
+        missing = [f.name for f in fields(cls) if f.name not in data]
+        raise ConfigError(f"{group}.{missing[0] if missing else '?'}", None, "is required") from exc
+
+
+def _coerce(group: str, key: str, value: Any, type_name: Any) -> Any:
+    t = type_name if isinstance(type_name, str) else getattr(type_name, "__name__", str(type_name))
+    if t == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{group}.{key}", value, "must be true or false")
+        return value
+    if t == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{group}.{key}", value, "must be an integer")
+        return value
+    if t == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{group}.{key}", value, "must be a number")
+        return float(value)
+    if t == "str":
+        return str(value)
+    return value
+
+
+def model_from_dict(data: Mapping[str, Any]) -> ModelSpec:
+    return _dataclass_from_dict(ModelSpec, "model", data)
+
+
+def parallel_from_dict(data: Mapping[str, Any]) -> ParallelSpec:
+    return _dataclass_from_dict(ParallelSpec, "parallel", data)
+
+
+def train_from_dict(data: Mapping[str, Any]) -> TrainSpec:
+    return _dataclass_from_dict(TrainSpec, "train", data)
+
+
+def run_from_dict(data: Mapping[str, Any]) -> RunSpec:
+    return _dataclass_from_dict(RunSpec, "run", data)
+
+
+CLUSTER_KEYS = {"name", "num_gpus", "gpus_per_node", "gpu", "pools", "nic_gbps", "nic_efficiency",
+                "scaleout_latency_us", "nvlink_domain", "nvlink_latency_us", "oversubscription", "source"}
+
+
+def cluster_from_dict(
+    data: Mapping[str, Any], default_gpu: GpuSpec, gpu_by_name: Callable[[str], GpuSpec]
+) -> ClusterSpec:
+    """``default_gpu`` is the gpu group's type (homogeneous clusters); pools name their types."""
+    g = "cluster"
+    _check_keys(g, data, CLUSTER_KEYS)
+    num_gpus = int(_number(g, data, "num_gpus"))
+    pools_data = data.get("pools") or []
+    if pools_data:
+        pools = []
+        for i, pool in enumerate(pools_data):
+            _check_keys(f"{g}.pools[{i}]", pool, {"gpu", "num_gpus"})
+            pools.append(PoolSpec(gpu=gpu_by_name(str(pool.get("gpu"))),
+                                  num_gpus=int(_number(f"{g}.pools[{i}]", pool, "num_gpus"))))
+        pool_tuple = tuple(pools)
+    else:
+        pool_tuple = (PoolSpec(gpu=default_gpu, num_gpus=num_gpus),)
+    return ClusterSpec(
+        name=str(data.get("name", "")),
+        num_gpus=num_gpus,
+        gpus_per_node=int(_number(g, data, "gpus_per_node")),
+        pools=pool_tuple,
+        nic_bytes_per_s=_number(g, data, "nic_gbps") * GBIT,
+        nic_efficiency=_number(g, data, "nic_efficiency"),
+        scaleout_latency_s=_number(g, data, "scaleout_latency_us") * US,
+        nvlink_domain=int(_number(g, data, "nvlink_domain")),
+        nvlink_latency_s=_number(g, data, "nvlink_latency_us") * US,
+        oversubscription=_number(g, data, "oversubscription"),
+        source=str(data.get("source", "")),
+    )

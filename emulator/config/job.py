@@ -1,0 +1,77 @@
+"""Composed Hydra config (DictConfig) -> validated JobSpec. The only place a DictConfig is read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from emulator import catalogue
+from emulator.config.build import (
+    cluster_from_dict,
+    gpu_from_dict,
+    model_from_dict,
+    parallel_from_dict,
+    run_from_dict,
+    train_from_dict,
+)
+from emulator.spec import ClusterSpec, ConfigError, GpuSpec, JobSpec
+
+GROUPS = ("model", "gpu", "cluster", "parallel", "train", "run")
+
+
+def to_plain(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain Python containers."""
+    data = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    assert isinstance(data, dict)
+    return {str(k): v for k, v in data.items()}
+
+
+def _pool_gpu(index: int, name: str) -> GpuSpec:
+    try:
+        return catalogue.gpu(name)
+    except ConfigError as err:
+        raise ConfigError(f"cluster.pools[{index}].gpu", name, err.allowed) from None
+
+
+def build_job(cfg: DictConfig | dict[str, Any]) -> JobSpec:
+    """Validate a composed config and build the JobSpec (raises ConfigError with one clear line)."""
+    data = to_plain(cfg) if isinstance(cfg, DictConfig) else cfg
+    for key in data:
+        if key not in GROUPS:
+            raise ConfigError(key, data[key], f"unknown top-level key; allowed: {', '.join(GROUPS)}")
+    gpu = gpu_from_dict(data["gpu"])
+    cluster_data = dict(data["cluster"])
+    pools = cluster_data.get("pools") or []
+    names = iter(range(len(pools)))
+
+    def by_name(name: str) -> GpuSpec:
+        return _pool_gpu(next(names), name)
+
+    cluster: ClusterSpec = cluster_from_dict(cluster_data, gpu, by_name)
+    model = model_from_dict(data["model"])
+    par_data = dict(data["parallel"])
+    tp = par_data.get("tp", 1)
+    if isinstance(tp, int) and tp > 0 and model.num_heads % tp:
+        raise ConfigError("parallel.tp", tp, f"must divide model.num_heads={model.num_heads}")
+    par_data["dp"] = _resolve_dp(par_data, cluster.num_gpus)
+    parallel = parallel_from_dict(par_data)
+    train = train_from_dict(data["train"])
+    run = run_from_dict(data["run"])
+    return JobSpec(model=model, cluster=cluster, parallel=parallel, train=train, run=run)
+
+
+def _resolve_dp(par: dict[str, Any], num_gpus: int) -> int:
+    """``dp = -1`` takes whatever the other axes leave of the cluster."""
+    dp = par.get("dp", -1)
+    if dp != -1:
+        return int(dp)
+    others = 1
+    for key in ("tp", "pp", "cp"):
+        value = par.get(key, 1)
+        if not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"parallel.{key}", value, "must be a positive integer")
+        others *= value
+    if num_gpus % others:
+        raise ConfigError("parallel.dp", -1, f"tp x pp x cp = {others} must divide cluster.num_gpus={num_gpus}")
+    return num_gpus // others

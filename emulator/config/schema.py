@@ -1,0 +1,150 @@
+"""Typed Hydra schemas (OmegaConf structured configs), registered once in the ConfigStore.
+
+These mirror the YAML keys users type; a misspelt key or a wrong type fails at compose time.
+They are the edge only: :mod:`emulator.config.job` turns the composed config into a frozen JobSpec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class EfficiencyConf:
+    gemm_bf16: float = MISSING
+    gemm_fp8: float = MISSING
+    gemm_half_gflop: float = MISSING
+    attention_fwd: float = MISSING
+    attention_bwd: float = MISSING
+    hbm: float = MISSING
+    nvlink: float = MISSING
+    kernel_overhead_us: float = MISSING
+
+
+@dataclass
+class GpuConf:
+    name: str = MISSING
+    bf16_tflops: float = MISSING
+    fp8_tflops: float = MISSING
+    hbm_gb: float = MISSING
+    hbm_tbps: float = MISSING
+    nvlink_gbps: float = MISSING
+    tdp_w: float = MISSING
+    idle_w: float = MISSING
+    efficiency: EfficiencyConf = field(default_factory=EfficiencyConf)
+    source: str = ""
+
+
+@dataclass
+class ModelConf:
+    name: str = MISSING
+    num_layers: int = MISSING
+    hidden_size: int = MISSING
+    num_heads: int = MISSING
+    num_kv_heads: int = MISSING
+    head_dim: int = MISSING
+    ffn_hidden_size: int = MISSING
+    dense_ffn_hidden_size: int = 0
+    num_experts: int = 1
+    experts_per_token: int = 1
+    expert_ffn_hidden_size: int = 0
+    num_dense_layers: int = 0
+    vocab_size: int = MISSING
+    gated_mlp: bool = True
+    tied_embeddings: bool = False
+    q_lora_rank: int = 0
+    kv_lora_rank: int = 0
+    qk_rope_head_dim: int = 0
+    v_head_dim: int = 0
+    sliding_window: int = 0
+    local_layers_fraction: float = 0.0
+    mtp_layers: int = 0
+    source: str = ""
+
+
+@dataclass
+class PoolConf:
+    gpu: str = MISSING
+    num_gpus: int = MISSING
+
+
+@dataclass
+class ClusterConf:
+    name: str = MISSING
+    num_gpus: int = MISSING
+    gpus_per_node: int = MISSING
+    gpu: str = MISSING
+    pools: list[PoolConf] = field(default_factory=list)
+    nic_gbps: float = MISSING
+    nic_efficiency: float = MISSING
+    scaleout_latency_us: float = MISSING
+    nvlink_domain: int = MISSING
+    nvlink_latency_us: float = MISSING
+    oversubscription: float = 1.0
+    source: str = ""
+
+
+@dataclass
+class ParallelConf:
+    tp: int = 1
+    pp: int = 1
+    dp: int = -1
+    cp: int = 1
+    ep: int = 1
+    vpp: int = 1
+    micro_batch: int = 1
+    zero: int = 1
+    sequence_parallel: bool = True
+    recompute: str = "none"
+    tp_comm_overlap: bool = True
+    dp_comm_overlap: bool = True
+    pp_comm_overlap: bool = True
+
+
+@dataclass
+class TrainConf:
+    seq_len: int = 8192
+    global_batch: int = 1024
+    precision: str = "bf16"
+    total_tokens: float = 0.0
+    dropout: float = 0.0
+    attention_kernel: str = "flash"
+    grad_reduce_bytes: int = 4
+    memory_reserved_gb: float = 3.0
+    fragmentation: float = 0.05
+    host_launch_us: float = 15.0
+    moe_host_sync: bool = True
+
+
+@dataclass
+class RunConf:
+    steps: int = 0
+    seed: int = 0
+    backend: str = "auto"
+    progress: bool = True
+
+
+@dataclass
+class EmulateConf:
+    model: ModelConf = MISSING
+    gpu: GpuConf = MISSING
+    cluster: ClusterConf = MISSING
+    parallel: ParallelConf = field(default_factory=ParallelConf)
+    train: TrainConf = field(default_factory=TrainConf)
+    run: RunConf = field(default_factory=RunConf)
+
+
+SCHEMA_NAME = "emulate_schema"
+_registered = False
+
+
+def register() -> None:
+    """Register the schema in Hydra's ConfigStore (idempotent)."""
+    global _registered  # noqa: PLW0603 - one-time registration guard
+    if _registered:
+        return
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=EmulateConf)
+    _registered = True

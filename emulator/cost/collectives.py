@@ -1,0 +1,85 @@
+"""Alpha-beta cost of NCCL collectives over the tier a group spans (NVLink domain vs scale-out).
+
+Ranks are laid out as in Megatron-Core: tp fastest, then cp, then dp (with ep carved out of
+dp x cp), then pp; consecutive ranks fill an NVLink domain. A group of ``n`` ranks at rank stride
+``st`` has ``k = clip(floor(D / st), 1, n)`` members in each domain of ``D`` GPUs.
+
+Costs (``M``: bytes of the full buffer each rank holds before a reduce-scatter / after an
+all-gather; ``B_nv``, ``B_net``: per-GPU achievable bus bandwidths; ``a_nv``, ``a_net``: per-step
+latencies):
+
+- ring reduce-scatter or all-gather in one tier: ``(n-1)/n * M / B + (n-1) * a``
+  (each rank sends ``n-1`` chunks of ``M/n``: Patarasuk & Yuan 2009; NCCL's busbw definition).
+- hierarchical (the group crosses domains, ``m = n/k`` domains): an intra-domain ring over ``k``
+  ranks on ``M`` then an inter-domain phase over ``m`` ranks on ``M/k`` per rank, each GPU using
+  its own NIC (rail-optimised fabric): ``(k-1)/k * M/B_nv + (m-1)/m * (M/k)/B_net`` plus latency
+  ``(k-1) a_nv + ceil(log2 m) a_net`` (NCCL's tree/PAT algorithms keep the scale-out latency
+  logarithmic in the number of domains).
+- all-reduce = reduce-scatter + all-gather (twice the above).
+- all-to-all of ``M`` bytes sent per rank: ``M (k-1)/n`` bytes stay in the domain, ``M (n-k)/n``
+  cross it; the two tiers run concurrently: ``max(intra/B_nv, inter/B_net) + a``.
+- point-to-point of ``M`` bytes: ``M / B + a`` on the tier it crosses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from emulator.spec.cluster import ClusterSpec
+from emulator.spec.gpu import GpuSpec
+
+
+@dataclass(frozen=True)
+class Fabric:
+    """Per-GPU achievable bandwidths and latencies of the two tiers for one GPU type."""
+
+    nvlink_bus_bytes_per_s: float
+    nvlink_alpha_s: float
+    net_bus_bytes_per_s: float
+    net_alpha_s: float
+    domain: float
+
+    @classmethod
+    def of(cls, cluster: ClusterSpec, gpu: GpuSpec) -> Fabric:
+        return cls(
+            nvlink_bus_bytes_per_s=gpu.nvlink_unidirectional_bytes_per_s * gpu.efficiency.nvlink,
+            nvlink_alpha_s=cluster.nvlink_latency_s,
+            net_bus_bytes_per_s=cluster.scaleout_bus_bytes_per_s,
+            net_alpha_s=cluster.scaleout_latency_s,
+            domain=float(cluster.nvlink_domain),
+        )
+
+    def members_per_domain(self, n_L: Any, stride_L: Any, xp: Any) -> Any:
+        """Ranks of the group inside one NVLink domain."""
+        return xp.clip(xp.floor(self.domain / stride_L), 1.0, n_L)
+
+    def reduce_scatter_s(self, bytes_L: Any, n_L: Any, stride_L: Any, xp: Any) -> Any:
+        """Reduce-scatter (or all-gather) of a buffer of ``bytes_L`` over ``n_L`` ranks."""
+        k_L = self.members_per_domain(n_L, stride_L, xp)
+        m_L = n_L / k_L
+        intra = (k_L - 1.0) / k_L * bytes_L / self.nvlink_bus_bytes_per_s + (k_L - 1.0) * self.nvlink_alpha_s
+        inter_bw = (m_L - 1.0) / m_L * (bytes_L / k_L) / self.net_bus_bytes_per_s
+        inter_lat = xp.where(m_L > 1.0, xp.ceil(xp.log2(xp.maximum(m_L, 1.0))) * self.net_alpha_s, 0.0)
+        return intra + inter_bw + inter_lat
+
+    def all_gather_s(self, bytes_L: Any, n_L: Any, stride_L: Any, xp: Any) -> Any:
+        return self.reduce_scatter_s(bytes_L, n_L, stride_L, xp)
+
+    def all_reduce_s(self, bytes_L: Any, n_L: Any, stride_L: Any, xp: Any) -> Any:
+        return 2.0 * self.reduce_scatter_s(bytes_L, n_L, stride_L, xp)
+
+    def all_to_all_s(self, bytes_L: Any, n_L: Any, stride_L: Any, xp: Any) -> Any:
+        """All-to-all where each rank sends ``bytes_L`` in total (spread evenly over the group)."""
+        k_L = self.members_per_domain(n_L, stride_L, xp)
+        intra = bytes_L * (k_L - 1.0) / n_L / self.nvlink_bus_bytes_per_s
+        inter = bytes_L * (n_L - k_L) / n_L / self.net_bus_bytes_per_s
+        alpha = xp.where(n_L > k_L, self.net_alpha_s, self.nvlink_alpha_s)
+        return xp.where(n_L > 1.0, xp.maximum(intra, inter) + alpha, 0.0)
+
+    def p2p_s(self, bytes_L: Any, stride_L: Any, xp: Any) -> Any:
+        """Send/receive between ranks ``stride_L`` apart (pipeline neighbours)."""
+        crosses = stride_L >= self.domain
+        bw = xp.where(crosses, self.net_bus_bytes_per_s, self.nvlink_bus_bytes_per_s)
+        alpha = xp.where(crosses, self.net_alpha_s, self.nvlink_alpha_s)
+        return bytes_L / bw + alpha

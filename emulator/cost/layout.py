@@ -1,0 +1,79 @@
+"""A batch of parallel layouts as arrays (suffix ``_L``: one entry per layout).
+
+Every field is a float64 array so that arithmetic never mixes integer and float arrays (which
+array-api-strict, our stand-in for CuPy, rejects). Booleans are 0.0 / 1.0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from emulator.spec.parallel import ParallelSpec
+
+
+@dataclass(frozen=True)
+class LayoutBatch:
+    tp_L: Any
+    pp_L: Any
+    dp_L: Any
+    cp_L: Any
+    ep_L: Any
+    vpp_L: Any
+    mb_L: Any
+    zero_L: Any
+    sp_L: Any
+    """1.0 where sequence parallelism is on (only meaningful with tp > 1)."""
+    recompute_L: Any
+    """0 none, 1 selective, 2 full."""
+    tp_overlap_L: Any
+    dp_overlap_L: Any
+    pp_overlap_L: Any
+
+    @classmethod
+    def from_specs(cls, specs: Sequence[ParallelSpec], xp: Any) -> LayoutBatch:
+        def col(values: Sequence[float]) -> Any:
+            return xp.asarray([float(v) for v in values], dtype=xp.float64)
+
+        return cls(
+            tp_L=col([s.tp for s in specs]),
+            pp_L=col([s.pp for s in specs]),
+            dp_L=col([s.dp for s in specs]),
+            cp_L=col([s.cp for s in specs]),
+            ep_L=col([s.ep for s in specs]),
+            vpp_L=col([s.vpp for s in specs]),
+            mb_L=col([s.micro_batch for s in specs]),
+            zero_L=col([s.zero for s in specs]),
+            sp_L=col([1.0 if (s.sequence_parallel and s.tp > 1) else 0.0 for s in specs]),
+            recompute_L=col([s.recompute_code for s in specs]),
+            tp_overlap_L=col([s.tp_comm_overlap for s in specs]),
+            dp_overlap_L=col([s.dp_comm_overlap for s in specs]),
+            pp_overlap_L=col([s.pp_comm_overlap for s in specs]),
+        )
+
+    @classmethod
+    def from_columns(cls, xp: Any, **columns: Any) -> LayoutBatch:
+        """Build from arrays (search): missing columns take the :class:`ParallelSpec` defaults."""
+        n = None
+        for value in columns.values():
+            n = value.shape[0]
+            break
+        assert n is not None, "at least one column is required"
+        default = ParallelSpec()
+        defaults = {
+            "tp_L": default.tp, "pp_L": default.pp, "dp_L": default.dp, "cp_L": default.cp,
+            "ep_L": default.ep, "vpp_L": default.vpp, "mb_L": default.micro_batch, "zero_L": default.zero,
+            "sp_L": 1.0, "recompute_L": 0.0, "tp_overlap_L": 1.0, "dp_overlap_L": 1.0, "pp_overlap_L": 1.0,
+        }
+        values = {}
+        for f in fields(cls):
+            if f.name in columns:
+                values[f.name] = xp.astype(xp.asarray(columns[f.name]), xp.float64)
+            else:
+                values[f.name] = xp.full((n,), float(defaults[f.name]), dtype=xp.float64)
+        return cls(**values)
+
+    @property
+    def size(self) -> int:
+        return int(self.tp_L.shape[0])

@@ -1,0 +1,212 @@
+"""Memory per GPU: weights, gradients, optimizer state, activations, other.
+
+Model state (mixed-precision Adam, Megatron-Core): BF16 weights (2 B/param), main gradients in
+``train.grad_reduce_bytes`` (4 B fp32 by default), FP32 master weights + Adam m + v (12 B).
+ZeRO stage z shards over the ``N`` data-parallel replicas of a parameter: z>=1 the 12 B of
+optimizer state, z>=2 the gradients, z=3 the weights. Dense parameters are replicated over
+``dp*cp`` ranks, expert parameters over ``dp*cp/ep``. FP8 training keeps one extra FP8 copy of
+each weight (1 B/param, Transformer Engine's cached cast).
+
+Activations per layer and micro-batch (bytes; generalises Korthikanti et al. 2022, Sec. 4, to
+GQA, gated MLPs, MoE and fused attention; ``Tn = T/tp`` with sequence parallelism else ``T``):
+
+- attention: norm input ``2 Tn h``, QKV input ``2 Tn h``, Q/K/V ``2 T (q + 2kv)/tp``, attention
+  output (= out-proj input) ``2 T q/tp``, dropout mask ``Tn h`` (if dropout); fused kernel:
+  log-sum-exp ``4 T a/tp``; unfused: softmax output ``2 a s T/tp`` (+ dropout mask and output
+  ``3 a s T/tp`` with dropout);
+- MLP: norm input ``2 Tn h``, fc1 input ``2 Tn h``, fc1 output ``2 g T f/tp``, activation output
+  ``2 T f/tp``, dropout mask ``Tn h``; MoE: fc1 input, output and activation for ``T k``
+  token-expert pairs, router probabilities ``4 Tn E``, plus the shared MLP.
+
+For GPT (q = kv = h, f = 4h, dropout, unfused, no SP) this is ``s b h (34 + 5 a s / h)`` and with
+SP ``s b h / t (34 + 5 a s / h)``: the paper's formulas (checked in the tests). Selective
+recompute drops the attention core's internals; full recompute keeps only the layer input
+``2 Tn h`` (plus one layer's full set while it is recomputed).
+
+In flight: 1F1B keeps ``min(pp, m)`` micro-batches on the first stage, times
+``1 + (pp-1)/(pp*vpp)`` with interleaving (Korthikanti et al. 2022, Sec. 4.2.3); the last stage
+holds one micro-batch plus the logits (``2 + 4`` B per logit: BF16 logits, FP32 loss gradient).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from emulator.cost.layout import LayoutBatch
+from emulator.cost.ops import Tokens
+from emulator.cost.stages import StageLayers
+from emulator.spec.gpu import GpuSpec
+from emulator.spec.model import ModelSpec
+from emulator.spec.train import TrainSpec
+
+GB = 1e9
+WEIGHT_BYTES = 2.0
+OPTIMIZER_BYTES = 12.0
+FP8_WEIGHT_COPY_BYTES = 1.0
+
+
+@dataclass(frozen=True)
+class StageParams:
+    """Parameters held by one GPU of a stage, split by how they are replicated."""
+
+    dense_L: Any
+    """Non-expert parameters (replicated over dp*cp)."""
+    expert_L: Any
+    """Expert parameters (replicated over dp*cp/ep)."""
+
+
+def stage_params(model: ModelSpec, lay: LayoutBatch, n_dense_L: Any, n_moe_L: Any, embedding: bool,
+                 output: bool, xp: Any) -> StageParams:
+    """Parameters on one GPU of a stage with the given layer counts (norm weights ignored)."""
+    t_L = lay.tp_L
+    attn = float(model.attention_params())
+    dense_layer = (attn + float(model.mlp_params(model.dense_layer_ffn))) / t_L
+    moe_shared = (attn + float(model.mlp_params(model.ffn_hidden_size))) / t_L \
+        + float(model.hidden_size * model.num_experts)
+    experts = float(model.num_experts) / lay.ep_L * float(model.expert_params()) / t_L if model.is_moe \
+        else xp.zeros_like(t_L)
+    table = float(model.vocab_size * model.hidden_size) / t_L
+    extra = (table if embedding else 0.0) + (table if output else 0.0)
+    dense_L = n_dense_L * dense_layer + n_moe_L * moe_shared + extra
+    return StageParams(dense_L=dense_L, expert_L=n_moe_L * experts)
+
+
+def activation_bytes_per_layer(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, xp: Any,
+                               moe: bool) -> Any:
+    """Stored activation bytes of one layer and one micro-batch, before recompute is applied."""
+    tok = Tokens.of(train, lay)
+    T_L, Tn_L, t_L = tok.T_L, tok.Tn_L, lay.tp_L
+    h, a, s = float(model.hidden_size), float(model.num_heads), float(train.seq_len)
+    q = a * model.qk_head_dim
+    kv = a * (model.qk_head_dim + model.value_head_dim) / 2.0 if model.is_mla else float(
+        model.num_kv_heads * model.head_dim)
+    out = a * model.value_head_dim
+    drop = 1.0 if train.dropout > 0.0 else 0.0
+    attn = 4.0 * Tn_L * h + 2.0 * T_L * (q + 2.0 * kv) / t_L + 2.0 * T_L * out / t_L + drop * Tn_L * h
+    attn = attn + _core_bytes(train, T_L, t_L, a, s)
+    g = 2.0 if model.gated_mlp else 1.0
+
+    def mlp(tokens_L: Any, f: float) -> Any:
+        return 2.0 * g * tokens_L * f / t_L + 2.0 * tokens_L * f / t_L
+
+    if moe:
+        k, E = float(model.experts_per_token), float(model.num_experts)
+        fe = float(model.expert_ffn_hidden_size)
+        block = 4.0 * Tn_L * h + 4.0 * Tn_L * E + 2.0 * T_L * k * h / t_L + mlp(T_L * k, fe)
+        if model.ffn_hidden_size:
+            block = block + mlp(T_L, float(model.ffn_hidden_size))
+    else:
+        block = 4.0 * Tn_L * h + mlp(T_L, float(model.dense_layer_ffn))
+    return attn + block + drop * Tn_L * h
+
+
+def _core_bytes(train: TrainSpec, T_L: Any, t_L: Any, a: float, s: float) -> Any:
+    """Bytes the attention core stores for backward (what selective recompute removes)."""
+    if train.attention_kernel == "flash":
+        return 4.0 * T_L * a / t_L
+    per_score = 2.0 + (3.0 if train.dropout > 0.0 else 0.0)
+    return per_score * a * s * T_L / t_L
+
+
+def stored_bytes_per_layer(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, xp: Any, moe: bool) -> Any:
+    """Activation bytes one layer keeps per in-flight micro-batch, after recomputation."""
+    full_L = activation_bytes_per_layer(model, train, lay, xp, moe)
+    tok = Tokens.of(train, lay)
+    core_L = _core_bytes(train, tok.T_L, lay.tp_L, float(model.num_heads), float(train.seq_len))
+    selective_L = full_L - core_L
+    input_L = 2.0 * tok.Tn_L * float(model.hidden_size)
+    return xp.where(lay.recompute_L == 2.0, input_L, xp.where(lay.recompute_L == 1.0, selective_L, full_L))
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    """Bytes per GPU on the most loaded stage (suffix _L: per layout)."""
+
+    weights_L: Any
+    gradients_L: Any
+    optimizer_L: Any
+    activations_L: Any
+    other_L: Any
+    total_L: Any
+    capacity_bytes: float
+    fits_L: Any
+
+    def as_dict(self, i: int) -> dict[str, float]:
+        return {
+            "weights": float(self.weights_L[i]),
+            "gradients": float(self.gradients_L[i]),
+            "optimizer": float(self.optimizer_L[i]),
+            "activations": float(self.activations_L[i]),
+            "other": float(self.other_L[i]),
+            "total": float(self.total_L[i]),
+        }
+
+
+def memory_per_gpu(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpec, xp: Any) -> MemoryBreakdown:
+    """Per-GPU memory of the most loaded pipeline stage (first or last) for each layout."""
+    st = StageLayers.of(model, lay, xp)
+    m_L = train.global_batch / (lay.dp_L * lay.mb_L)
+    single_L = lay.pp_L == 1.0
+    inflight_L = xp.minimum(lay.pp_L, m_L)
+    inflight_L = inflight_L * xp.where(lay.vpp_L > 1.0, 1.0 + (lay.pp_L - 1.0) / (lay.pp_L * lay.vpp_L), 1.0)
+    dense_act = stored_bytes_per_layer(model, train, lay, xp, moe=False)
+    moe_act = stored_bytes_per_layer(model, train, lay, xp, moe=True) if model.is_moe else dense_act
+    full_dense = activation_bytes_per_layer(model, train, lay, xp, moe=False)
+    full_moe = activation_bytes_per_layer(model, train, lay, xp, moe=True) if model.is_moe else full_dense
+    recompute_peak_L = xp.where(lay.recompute_L == 2.0, xp.maximum(full_dense, full_moe), 0.0)
+    tok = Tokens.of(train, lay)
+    logits_L = 6.0 * tok.T_L * float(model.vocab_size) / lay.tp_L
+    embed_act_L = 2.0 * tok.Tn_L * float(model.hidden_size)
+
+    def stage(n_dense: Any, n_moe: Any, first: bool, last_L: Any) -> tuple[Any, ...]:
+        inflight = inflight_L if first else 1.0
+        params = stage_params(model, lay, n_dense, n_moe, embedding=first, output=True, xp=xp)
+        if first:  # the first stage holds the output layer only when it is also the last (pp=1)
+            params = stage_params(model, lay, n_dense, n_moe, embedding=True, output=False, xp=xp)
+            out = float(model.vocab_size * model.hidden_size) / lay.tp_L
+            add = xp.where(single_L & (not model.tied_embeddings), out, 0.0)
+            params = StageParams(params.dense_L + add, params.expert_L)
+        act = inflight * (n_dense * dense_act + n_moe * moe_act) + recompute_peak_L + last_L
+        if first:
+            act = act + inflight * embed_act_L
+        return (*_state_bytes(params, lay, train), act)
+
+    first = stage(st.first_dense_L, st.first_moe_L, True, xp.where(single_L, logits_L, 0.0))
+    last = stage(st.last_dense_L, st.last_moe_L, False, logits_L)
+    mid = stage(st.mid_dense_L, st.mid_moe_L, False, xp.zeros_like(logits_L))
+    reserved = train.memory_reserved_gb * GB
+    best = None
+    for cand in (first, mid, last):
+        total = sum(cand[1:], cand[0]) * (1.0 + 0.0) + reserved + train.fragmentation * cand[3]
+        best = (cand, total) if best is None else _pick(best, (cand, total), xp)
+    assert best is not None
+    (w, g, o, act), total = best
+    other = reserved + train.fragmentation * act
+    cap = gpu.hbm_bytes
+    return MemoryBreakdown(w, g, o, act, xp.zeros_like(w) + other, total, cap, total <= cap)
+
+
+def _pick(a: tuple[tuple[Any, ...], Any], b: tuple[tuple[Any, ...], Any], xp: Any) -> tuple[tuple[Any, ...], Any]:
+    """Element-wise choice of the more loaded of two stages."""
+    take_b = b[1] > a[1]
+    parts = tuple(xp.where(take_b, pb, pa) for pa, pb in zip(a[0], b[0], strict=True))
+    return parts, xp.where(take_b, b[1], a[1])
+
+
+def _state_bytes(params: StageParams, lay: LayoutBatch, train: TrainSpec) -> tuple[Any, Any, Any]:
+    """Weights, gradients and optimizer bytes after ZeRO sharding."""
+    n_dense_L = lay.dp_L * lay.cp_L
+    n_exp_L = n_dense_L / lay.ep_L
+    z = lay.zero_L
+    wbytes = WEIGHT_BYTES + (FP8_WEIGHT_COPY_BYTES if train.precision == "fp8" else 0.0)
+
+    def shard(count_L: Any, n_L: Any, per: float, stage: float) -> Any:
+        return count_L * per / (1.0 + (z >= stage) * (n_L - 1.0))
+
+    weights = shard(params.dense_L, n_dense_L, wbytes, 3.0) + shard(params.expert_L, n_exp_L, wbytes, 3.0)
+    gb = float(train.grad_reduce_bytes)
+    grads = shard(params.dense_L, n_dense_L, gb, 2.0) + shard(params.expert_L, n_exp_L, gb, 2.0)
+    opt = shard(params.dense_L, n_dense_L, OPTIMIZER_BYTES, 1.0) + shard(params.expert_L, n_exp_L,
+                                                                           OPTIMIZER_BYTES, 1.0)
+    return weights, grads, opt

@@ -1,0 +1,87 @@
+"""Roofline time of an op on a GPU type, with the efficiency curves of the GPU config.
+
+``time = max(flops / (peak * eff_flops), bytes / (hbm_bw * eff_hbm)) + kernels * overhead``
+
+- GEMMs: ``eff_flops(F) = gemm_max * F / (F + F_half)`` for a kernel of ``F`` FLOPs, i.e. a large
+  GEMM runs at ``gemm_max`` of the dense peak and a GEMM of ``F_half`` FLOPs at half of that.
+  Equivalently ``time = F / (peak * gemm_max) + F_half / (peak * gemm_max)``: a fixed per-kernel
+  cost (launch, prologue/epilogue, last partial wave) added to the streaming time.
+- The fused attention core: FLOPs at the kernel's measured fraction of the BF16 peak (forward and
+  backward differ), never faster than its HBM traffic allows.
+- Element-wise kernels: bytes at the achievable HBM bandwidth plus a fixed cost per kernel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from emulator.cost.ops import ATTENTION, GEMM, GEMM_BF16, MEMORY, Op
+from emulator.spec.gpu import GpuSpec
+
+
+@dataclass(frozen=True)
+class OpTime:
+    """Forward and backward seconds of one op (per GPU, per micro-batch)."""
+
+    name: str
+    fwd_s_L: Any
+    bwd_s_L: Any
+    recomputed_selective: bool
+    memory_bound_s_L: Any
+    """Forward + backward seconds of this op where HBM traffic, not arithmetic, sets its time."""
+
+
+def op_time(op: Op, gpu: GpuSpec, precision: str, xp: Any) -> OpTime:
+    eff = gpu.efficiency
+    mem_bw = gpu.hbm_bytes_per_s * eff.hbm
+    factor = op.backward_factor
+    if op.kind in (GEMM, GEMM_BF16):
+        prec = precision if op.kind == GEMM else "bf16"
+        peak = gpu.peak_flops_per_s(prec) * gpu.gemm_efficiency_max(prec)
+        kernel_L = xp.maximum(op.kernel_flops_L, 1.0)
+        curve_L = kernel_L / (kernel_L + eff.gemm_half_flops)
+        compute_L = op.flops_L / (peak * curve_L)
+        traffic_L = op.bytes_L / mem_bw
+        fwd = xp.maximum(compute_L, traffic_L)
+        bwd = factor * fwd
+        mem_bound = xp.where(traffic_L > compute_L, fwd + bwd, 0.0)
+    elif op.kind == ATTENTION:
+        peak = gpu.bf16_flops_per_s
+        compute_L = op.flops_L / (peak * eff.attention_fwd)
+        traffic_L = op.bytes_L / mem_bw
+        fwd = xp.maximum(compute_L, traffic_L)
+        bwd = xp.maximum(factor * op.flops_L / (peak * eff.attention_bwd), factor * traffic_L)
+        mem_bound = xp.where(traffic_L > compute_L, fwd + bwd, 0.0)
+    else:
+        assert op.kind == MEMORY, op.kind
+        fwd = op.bytes_L / mem_bw + op.kernels * eff.kernel_overhead_s
+        bwd = factor * fwd
+        mem_bound = fwd + bwd
+    return OpTime(op.name, fwd, bwd, op.recomputed_selective, mem_bound)
+
+
+@dataclass(frozen=True)
+class BlockTime:
+    """Seconds of a group of ops (a layer, the embedding, the output layer) per micro-batch."""
+
+    fwd_s_L: Any
+    bwd_s_L: Any
+    """Backward, without recomputation."""
+    selective_s_L: Any
+    """Forward time of the ops that selective recomputation runs again."""
+    memory_bound_s_L: Any
+    """Forward + backward seconds spent in memory-bound ops."""
+    by_op: tuple[OpTime, ...]
+
+
+def block_time(ops: list[Op], gpu: GpuSpec, precision: str, xp: Any) -> BlockTime:
+    times = tuple(op_time(op, gpu, precision, xp) for op in ops)
+    fwd = sum((t.fwd_s_L for t in times[1:]), times[0].fwd_s_L)
+    bwd = sum((t.bwd_s_L for t in times[1:]), times[0].bwd_s_L)
+    sel = xp.zeros_like(fwd)
+    for t in times:
+        if t.recomputed_selective:
+            sel = sel + t.fwd_s_L
+    mem = sum((t.memory_bound_s_L for t in times[1:]), times[0].memory_bound_s_L)
+    return BlockTime(fwd, bwd, sel, mem, times)

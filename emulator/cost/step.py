@@ -1,0 +1,296 @@
+"""The nominal step: per-op times, exposed communication and the pipeline schedule, per layout.
+
+For one GPU type and a batch of layouts (suffix ``_L``):
+
+1. Per layer and micro-batch, forward and backward seconds of every op (:mod:`roofline`), plus the
+   exposed part of the layer's TP, CP and EP communication (:mod:`collectives`).
+2. Per stage: ``t_fb = sum over layers (fwd + bwd + recompute + exposed comm)`` for the first
+   stage (+ embedding), a middle stage and the last stage (+ output layer and loss); the heaviest
+   stage sets the pace.
+3. Schedule (1F1B, Narayanan et al. 2021 Sec. 2.2): ``m = global_batch / (dp * micro_batch)``
+   micro-batches; ``steady = m * t_fb``; ``bubble = (pp - 1) / vpp * t_fb``.
+4. Per step: exposed pipeline send/recv, exposed data-parallel gradient reduce / parameter gather,
+   and the optimizer step. ``step = steady + bubble + pp + dp + optimizer``.
+
+Overlap rules (Megatron-Core defaults, each switchable in ``parallel``):
+
+- TP with ``tp_comm_overlap``: the collective is split into ``tp`` chunks pipelined with the GEMM
+  that consumes or produces it; exposed ``max(0, comm - gemm) + comm / tp`` (the first chunk
+  cannot overlap). Without it, all of it is exposed.
+- CP ring attention: each KV exchange overlaps with the attention core of the previous chunk;
+  exposed ``max(0, comm - core)``.
+- EP all-to-all (dispatch and combine): on the critical path.
+- PP send/recv with ``pp_comm_overlap``: only the warm-up and cool-down transfers,
+  ``2 (pp - 1)``, are exposed; otherwise every transfer of every micro-batch.
+- DP with ``dp_comm_overlap``: the gradient reduce-scatter overlaps with the last micro-batch's
+  backward and the parameter all-gather with the first micro-batch's forward; exposed is what
+  exceeds that window plus one bucket (Megatron-Core bucket: ``max(4e7, 1e6 * dp)`` parameters).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from emulator.cost.collectives import Fabric
+from emulator.cost.flops import model_flops_per_token, recompute_flops_per_token
+from emulator.cost.layout import LayoutBatch
+from emulator.cost.memory import MemoryBreakdown, memory_per_gpu, stage_params
+from emulator.cost.ops import (
+    ACT_BYTES,
+    GEMM,
+    GEMM_BF16,
+    Tokens,
+    embedding_ops,
+    layer_ops,
+    logits_ops,
+)
+from emulator.cost.roofline import BlockTime, block_time
+from emulator.cost.stages import StageLayers
+from emulator.spec.cluster import ClusterSpec
+from emulator.spec.gpu import GpuSpec
+from emulator.spec.model import ModelSpec
+from emulator.spec.parallel import RECOMPUTE_MODES
+from emulator.spec.train import TrainSpec
+
+BREAKDOWN_KEYS = ("compute", "tp_comm", "pp_comm", "dp_comm", "cp_comm", "ep_comm", "bubble", "optimizer", "other")
+ADAM_BYTES_PER_SHARDED_PARAM = 30.0
+"""Adam step per local parameter: read fp32 master, grad, m, v (16 B); write master, m, v (12 B) and the BF16
+weight (2 B)."""
+GRAD_PASS_BYTES_PER_PARAM = 8.0
+"""Gradient-norm read and gradient-buffer zeroing over the unsharded main-grad buffer (4 B + 4 B)."""
+HOST_BWD_LAUNCH_FACTOR = 2.0
+"""Autograd launches about two kernels per forward kernel (data and weight gradients)."""
+DDP_BUCKET_PARAMS = 4e7
+"""Megatron-Core DistributedDataParallelConfig: bucket_size = max(40,000,000, 1,000,000 * dp)."""
+
+
+@dataclass(frozen=True)
+class LayerTime:
+    """Per micro-batch seconds of one layer kind on one GPU."""
+
+    fwd_s_L: Any
+    bwd_s_L: Any
+    recompute_s_L: Any
+    tp_fwd_s_L: Any
+    tp_bwd_s_L: Any
+    cp_fwd_s_L: Any
+    cp_bwd_s_L: Any
+    ep_fwd_s_L: Any
+    ep_bwd_s_L: Any
+    memory_bound_s_L: Any
+    """Forward + backward seconds in memory-bound ops (HBM bandwidth sets them)."""
+    host_idle_s_L: Any
+    """GPU idle time per micro-batch waiting for the host to launch kernels (host-synchronised MoE layers)."""
+
+    def compute_s(self) -> Any:
+        return self.fwd_s_L + self.bwd_s_L + self.recompute_s_L
+
+    def comm_s(self, kind: str, recompute_L: Any) -> Any:
+        fwd, bwd = getattr(self, f"{kind}_fwd_s_L"), getattr(self, f"{kind}_bwd_s_L")
+        return fwd + bwd + (recompute_L == 2.0) * fwd
+
+
+@dataclass(frozen=True)
+class StepTime:
+    """Nominal step for one GPU type: seconds, breakdown, memory."""
+
+    step_time_s_L: Any
+    breakdown_s: dict[str, Any]
+    memory_bound_s_L: Any
+    """Part of ``breakdown_s['compute']`` spent in memory-bound ops (what HBM bandwidth buys back)."""
+    memory: MemoryBreakdown
+
+
+def _gemm_window(block: BlockTime, names: tuple[str, ...]) -> Any:
+    total = None
+    for t in block.by_op:
+        if t.name in names:
+            total = t.fwd_s_L if total is None else total + t.fwd_s_L
+    assert total is not None
+    return total
+
+
+def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpec, fabric: Fabric, xp: Any,
+               moe: bool) -> LayerTime:
+    ops = layer_ops(model, train, lay, xp, moe)
+    blk = block_time(ops, gpu, train.precision, xp)
+    tok = Tokens.of(train, lay)
+    T_L, t_L, h = tok.T_L, lay.tp_L, float(model.hidden_size)
+    one = xp.ones_like(t_L)
+    recompute_L = xp.where(lay.recompute_L == 2.0, blk.fwd_s_L, xp.where(lay.recompute_L == 1.0, blk.selective_s_L,
+                                                                          0.0))
+    # TP: 2 all-gathers + 2 reduce-scatters (or 2 all-reduces) of the T x h activation per direction.
+    tp_raw = 4.0 * fabric.reduce_scatter_s(ACT_BYTES * T_L * h, t_L, one, xp)
+    gemm_names = tuple(op.name for op in ops if op.kind in (GEMM, GEMM_BF16) and op.name != "router")
+    window_fwd = _gemm_window(blk, gemm_names)
+    overlapped_fwd = xp.maximum(tp_raw - window_fwd, 0.0) + tp_raw / t_L
+    overlapped_bwd = xp.maximum(tp_raw - 2.0 * window_fwd, 0.0) + tp_raw / t_L
+    tp_fwd = xp.where(lay.tp_overlap_L > 0.0, overlapped_fwd, tp_raw)
+    tp_bwd = xp.where(lay.tp_overlap_L > 0.0, overlapped_bwd, tp_raw)
+    # CP: ring of cp-1 KV exchanges per direction (K and V forward; K, V, dK, dV backward).
+    kv_width = float(model.num_heads * (model.qk_head_dim + model.value_head_dim)) if model.is_mla else float(
+        2 * model.num_kv_heads * model.head_dim)
+    chunk_L = ACT_BYTES * T_L * kv_width / t_L
+    cp_step = fabric.p2p_s(chunk_L, t_L, xp)
+    cp_raw = (lay.cp_L - 1.0) * cp_step
+    core = _gemm_window(blk, tuple(t.name for t in blk.by_op if t.recomputed_selective))
+    core_bwd = sum((t.bwd_s_L for t in blk.by_op if t.recomputed_selective), xp.zeros_like(t_L))
+    cp_fwd = xp.where(lay.cp_L > 1.0, xp.maximum(cp_raw - core, 0.0), 0.0)
+    cp_bwd = xp.where(lay.cp_L > 1.0, xp.maximum(2.0 * cp_raw - core_bwd, 0.0), 0.0)
+    # EP: dispatch + combine all-to-all of T k h per direction.
+    if moe:
+        a2a_bytes = ACT_BYTES * T_L * float(model.experts_per_token) * h / t_L
+        ep_one = 2.0 * fabric.all_to_all_s(a2a_bytes, lay.ep_L, t_L, xp)
+    else:
+        ep_one = xp.zeros_like(t_L)
+    idle = xp.zeros_like(t_L)
+    if moe and train.moe_host_sync:
+        # The host cannot run ahead past the per-layer sync: each pass takes at least its launch time.
+        launches = sum(op.kernels for op in ops)
+        host_fwd = launches * train.host_launch_us * 1e-6
+        host_bwd = HOST_BWD_LAUNCH_FACTOR * host_fwd
+        gpu_fwd = blk.fwd_s_L + tp_fwd + cp_fwd + ep_one
+        gpu_bwd = blk.bwd_s_L + recompute_L + tp_bwd + cp_bwd + ep_one
+        idle = xp.maximum(host_fwd - gpu_fwd, 0.0) + xp.maximum(host_bwd - gpu_bwd, 0.0)
+    mem_bound = blk.memory_bound_s_L * (1.0 + xp.where(lay.recompute_L == 2.0, 1.0 / 3.0, 0.0))
+    return LayerTime(blk.fwd_s_L, blk.bwd_s_L, recompute_L, tp_fwd, tp_bwd, cp_fwd, cp_bwd, ep_one, ep_one, mem_bound,
+                     idle)
+
+
+def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: GpuSpec, lay: LayoutBatch,
+              xp: Any) -> StepTime:
+    """Nominal step of every layout in ``lay`` when all GPUs are of type ``gpu``."""
+    fabric = Fabric.of(cluster, gpu)
+    moe = layer_time(model, train, lay, gpu, fabric, xp, moe=True) if model.is_moe else None
+    has_dense = not model.is_moe or model.num_dense_layers > 0
+    dense = layer_time(model, train, lay, gpu, fabric, xp, moe=False) if has_dense else moe
+    assert dense is not None
+    moe = dense if moe is None else moe
+    emb = block_time(embedding_ops(model, train, lay, xp), gpu, train.precision, xp)
+    out = block_time(logits_ops(model, train, lay, xp), gpu, train.precision, xp)
+    st = StageLayers.of(model, lay, xp)
+    rc = lay.recompute_L
+    single_L = lay.pp_L == 1.0
+
+    def stage(n_dense: Any, n_moe: Any, first: Any, last: Any) -> dict[str, Any]:
+        parts = {
+            "compute": n_dense * dense.compute_s() + n_moe * moe.compute_s()
+            + first * (emb.fwd_s_L + emb.bwd_s_L) + last * (out.fwd_s_L + out.bwd_s_L),
+        }
+        for kind in ("tp", "cp", "ep"):
+            parts[f"{kind}_comm"] = n_dense * dense.comm_s(kind, rc) + n_moe * moe.comm_s(kind, rc)
+        parts["other"] = n_dense * dense.host_idle_s_L + n_moe * moe.host_idle_s_L
+        parts["memory_bound"] = n_dense * dense.memory_bound_s_L + n_moe * moe.memory_bound_s_L \
+            + first * emb.memory_bound_s_L + last * out.memory_bound_s_L
+        return parts
+
+    zero_L = xp.zeros_like(lay.tp_L)
+    stages = (
+        stage(st.first_dense_L, st.first_moe_L, 1.0, xp.where(single_L, 1.0, 0.0)),
+        stage(st.mid_dense_L, st.mid_moe_L, zero_L, zero_L),
+        stage(st.last_dense_L, st.last_moe_L, zero_L, 1.0),
+    )
+    heavy = stages[0]
+    heavy_total = sum(v for k, v in heavy.items() if k != "memory_bound")
+    for cand in stages[1:]:
+        total = sum(v for k, v in cand.items() if k != "memory_bound")
+        take = total > heavy_total
+        heavy = {k: xp.where(take, cand[k], heavy[k]) for k in heavy}
+        heavy_total = xp.where(take, total, heavy_total)
+    m_L = float(train.global_batch) / (lay.dp_L * lay.mb_L)
+    memory_bound = m_L * heavy.pop("memory_bound")
+    breakdown = {k: m_L * v for k, v in heavy.items()}
+    breakdown["bubble"] = (lay.pp_L - 1.0) / lay.vpp_L * heavy_total
+
+    # Pipeline send/recv of the T x h / tp activation (scatter-gather optimisation).
+    tok = Tokens.of(train, lay)
+    p2p = fabric.p2p_s(ACT_BYTES * tok.T_L * float(model.hidden_size) / lay.tp_L, lay.tp_L * lay.cp_L * lay.dp_L, xp)
+    transfers = xp.where(lay.pp_overlap_L > 0.0, 2.0 * (lay.pp_L - 1.0), 2.0 * (m_L * lay.vpp_L + lay.pp_L - 1.0))
+    breakdown["pp_comm"] = xp.where(lay.pp_L > 1.0, transfers * p2p, 0.0)
+
+    # Data parallel and optimizer over the parameters of the heaviest-parameter stage.
+    params = stage_params(model, lay, xp.maximum(st.first_dense_L, st.mid_dense_L),
+                          xp.maximum(xp.maximum(st.first_moe_L, st.mid_moe_L), st.last_moe_L), True, True, xp)
+    t_fb_one = heavy_total  # one micro-batch through every layer of the heaviest stage
+    breakdown["dp_comm"] = _dp_exposed(params.dense_L, lay.dp_L * lay.cp_L, lay.tp_L, train, lay, fabric, m_L,
+                                       t_fb_one, xp) + _dp_exposed(
+        params.expert_L, lay.dp_L * lay.cp_L / lay.ep_L, lay.tp_L * lay.ep_L, train, lay, fabric, m_L, t_fb_one, xp)
+    n_dense_rep = lay.dp_L * lay.cp_L
+    shard_dense = 1.0 + (lay.zero_L >= 1.0) * (n_dense_rep - 1.0)
+    shard_exp = 1.0 + (lay.zero_L >= 1.0) * (n_dense_rep / lay.ep_L - 1.0)
+    opt_bytes = ADAM_BYTES_PER_SHARDED_PARAM * (params.dense_L / shard_dense + params.expert_L / shard_exp) \
+        + GRAD_PASS_BYTES_PER_PARAM * (params.dense_L + params.expert_L)
+    breakdown["optimizer"] = opt_bytes / (gpu.hbm_bytes_per_s * gpu.efficiency.hbm)
+    step = sum(breakdown[k] for k in BREAKDOWN_KEYS)
+    mem = memory_per_gpu(model, train, lay, gpu, xp)
+    return StepTime(step, {k: breakdown[k] for k in BREAKDOWN_KEYS}, memory_bound, mem)
+
+
+def _dp_exposed(params_L: Any, n_L: Any, stride_L: Any, train: TrainSpec, lay: LayoutBatch, fabric: Fabric,
+                m_L: Any, t_fb_L: Any, xp: Any) -> Any:
+    """Exposed seconds of the data-parallel collectives of one parameter group."""
+    grads = params_L * float(train.grad_reduce_bytes)
+    weights = params_L * ACT_BYTES
+    rs = fabric.reduce_scatter_s(grads, n_L, stride_L, xp)
+    ag = fabric.all_gather_s(weights, n_L, stride_L, xp)
+    ar = fabric.all_reduce_s(grads, n_L, stride_L, xp)
+    z = lay.zero_L
+    bucket = xp.minimum(xp.maximum(DDP_BUCKET_PARAMS, 1e6 * lay.dp_L) / xp.maximum(params_L, 1.0), 1.0)
+    window_b = t_fb_L * (2.0 / 3.0)
+    window_f = t_fb_L / 3.0
+    over_rs = xp.maximum(rs - window_b, 0.0) + bucket * rs
+    over_ag = xp.maximum(ag - window_f, 0.0) + bucket * ag
+    over_ar = xp.maximum(ar - window_b, 0.0) + bucket * ar
+    overlap = lay.dp_overlap_L > 0.0
+    z12 = xp.where(overlap, over_rs + over_ag, rs + ag)
+    z0 = xp.where(overlap, over_ar, ar)
+    # ZeRO-3: gather weights before forward and backward and reduce-scatter gradients, every micro-batch.
+    per_mb = 2.0 * ag + rs
+    z3 = xp.where(overlap, xp.maximum(m_L * per_mb - m_L * t_fb_L, 0.0) + bucket * per_mb, m_L * per_mb)
+    out = xp.where(z == 0.0, z0, xp.where(z == 3.0, z3, z12))
+    return xp.where(n_L > 1.0, out, 0.0)
+
+
+@dataclass(frozen=True)
+class NominalResult:
+    """The nominal step of a job on its cluster (mixed pools: the slowest type sets the pace)."""
+
+    step_time_s_L: Any
+    tokens_per_s_L: Any
+    model_tflops_per_gpu_L: Any
+    mfu_L: Any
+    hfu_L: Any
+    """Model FLOPs plus recomputation FLOPs (same counting convention) over the peak."""
+    breakdown_s: dict[str, Any]
+    by_gpu_type: dict[str, StepTime]
+    pace_gpu_type: str
+    """GPU type of the pool whose step time sets the pace (for a single layout: index 0)."""
+
+
+def nominal(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, lay: LayoutBatch, xp: Any) -> NominalResult:
+    """Nominal step, throughput and utilisation of each layout on the cluster."""
+    per_type = {gpu.name: step_time(model, train, cluster, gpu, lay, xp) for gpu in cluster.gpu_types}
+    names = list(per_type)
+    pace = names[0]
+    step = per_type[pace].step_time_s_L
+    breakdown = dict(per_type[pace].breakdown_s)
+    for name in names[1:]:
+        cand = per_type[name]
+        take = cand.step_time_s_L > step
+        breakdown = {k: xp.where(take, cand.breakdown_s[k], breakdown[k]) for k in breakdown}
+        step = xp.where(take, cand.step_time_s_L, step)
+        if bool(take[0]):
+            pace = name
+    tokens = float(train.global_batch * train.seq_len)
+    tokens_per_s = tokens / step
+    model_flops = model_flops_per_token(model, train.seq_len) * tokens
+    n = float(cluster.num_gpus)
+    per_gpu_flops = model_flops / step / n
+    peak = sum(p.num_gpus * p.gpu.peak_flops_per_s(train.precision) for p in cluster.pools) / n
+    extra_L = xp.zeros_like(step)
+    for code, mode in enumerate(RECOMPUTE_MODES):
+        extra_L = extra_L + (lay.recompute_L == float(code)) * recompute_flops_per_token(model, train.seq_len, mode)
+    hw = (model_flops + extra_L * tokens) / step / n
+    return NominalResult(step, tokens_per_s, per_gpu_flops / 1e12, per_gpu_flops / peak, hw / peak, breakdown,
+                         per_type, pace)

@@ -1,0 +1,74 @@
+"""A cluster: pools of GPU types on an NVLink + RDMA scale-out fabric (SI units)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from emulator.spec.errors import require, require_fraction, require_non_negative, require_positive
+from emulator.spec.gpu import GpuSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolSpec:
+    """GPUs of one type within the cluster."""
+
+    gpu: GpuSpec
+    num_gpus: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterSpec:
+    name: str
+    num_gpus: int
+    gpus_per_node: int
+    pools: tuple[PoolSpec, ...]
+    """One pool for a homogeneous cluster; several for a mixed one (their sizes add up to num_gpus)."""
+    nic_bytes_per_s: float
+    """Scale-out NIC line rate per GPU, bytes/s."""
+    nic_efficiency: float
+    """Large-collective bus bandwidth as a fraction of the NIC line rate."""
+    scaleout_latency_s: float
+    """Alpha (per step) of a collective over the scale-out fabric."""
+    nvlink_domain: int
+    """GPUs that share one NVLink domain (8 for HGX, 72 for NVL72)."""
+    nvlink_latency_s: float
+    """Alpha (per step) of a collective over NVLink."""
+    oversubscription: float = 1.0
+    """Scale-out fabric oversubscription (1: full bisection)."""
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        p = "cluster"
+        require_positive(self.num_gpus, f"{p}.num_gpus")
+        require_positive(self.gpus_per_node, f"{p}.gpus_per_node")
+        require_positive(self.nvlink_domain, f"{p}.nvlink_domain")
+        require_positive(self.nic_bytes_per_s, f"{p}.nic_gbps")
+        require_fraction(self.nic_efficiency, f"{p}.nic_efficiency")
+        require_non_negative(self.scaleout_latency_s, f"{p}.scaleout_latency_us")
+        require_non_negative(self.nvlink_latency_s, f"{p}.nvlink_latency_us")
+        require(self.oversubscription >= 1.0, f"{p}.oversubscription", self.oversubscription, "must be >= 1")
+        require(len(self.pools) > 0, f"{p}.pools", "[]", "at least one pool")
+        total = sum(pool.num_gpus for pool in self.pools)
+        require(total == self.num_gpus, f"{p}.pools", f"sum {total}",
+                f"pool sizes must add up to cluster.num_gpus={self.num_gpus}")
+        for i, pool in enumerate(self.pools):
+            require_positive(pool.num_gpus, f"{p}.pools[{i}].num_gpus")
+            require(pool.num_gpus % self.gpus_per_node == 0, f"{p}.pools[{i}].num_gpus", pool.num_gpus,
+                    f"must be a multiple of cluster.gpus_per_node={self.gpus_per_node}")
+
+    @property
+    def is_mixed(self) -> bool:
+        return len({pool.gpu.name for pool in self.pools}) > 1
+
+    @property
+    def gpu_types(self) -> tuple[GpuSpec, ...]:
+        """Distinct GPU types, in pool order."""
+        seen: dict[str, GpuSpec] = {}
+        for pool in self.pools:
+            seen.setdefault(pool.gpu.name, pool.gpu)
+        return tuple(seen.values())
+
+    @property
+    def scaleout_bus_bytes_per_s(self) -> float:
+        """Achievable per-GPU scale-out bandwidth of a large collective."""
+        return self.nic_bytes_per_s * self.nic_efficiency / self.oversubscription

@@ -1,0 +1,85 @@
+"""GPU type: peaks, memory, links, power and the efficiency curves of the cost model (SI units)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from emulator.spec.errors import require, require_fraction, require_non_negative, require_positive
+
+
+@dataclass(frozen=True, kw_only=True)
+class EfficiencySpec:
+    """Achievable fractions of the datasheet peaks, calibrated against published runs.
+
+    The roofline time of an op is ``max(flops / (peak * eff_flops(size)), bytes / (hbm * hbm_efficiency))``.
+    For GEMMs ``eff_flops(F) = gemm_max * F / (F + gemm_half_flops)``: large GEMMs approach
+    ``gemm_max`` and a GEMM of ``gemm_half_flops`` runs at half of it (launch, tail and wave effects).
+    """
+
+    gemm_bf16: float
+    """Fraction of the dense BF16 peak reached by large BF16 GEMMs."""
+    gemm_fp8: float
+    """Fraction of the dense FP8 peak reached by large FP8 GEMMs (0 where FP8 is unsupported)."""
+    gemm_half_flops: float
+    """GEMM size (FLOPs) at which efficiency is half of its maximum."""
+    attention_fwd: float
+    """Fraction of the dense BF16 peak reached by the fused (Flash) attention forward kernel."""
+    attention_bwd: float
+    """Fraction of the dense BF16 peak reached by the fused attention backward kernel."""
+    hbm: float
+    """Fraction of the HBM bandwidth reached by streaming (memory-bound) kernels."""
+    nvlink: float
+    """NCCL bus bandwidth of a large NVLink ring collective as a fraction of unidirectional NVLink bandwidth."""
+    kernel_overhead_s: float
+    """Fixed launch/synchronisation cost per memory-bound kernel."""
+
+    def __post_init__(self) -> None:
+        for name in ("gemm_bf16", "attention_fwd", "attention_bwd", "hbm", "nvlink"):
+            require_fraction(getattr(self, name), f"gpu.efficiency.{name}")
+        require(0.0 <= self.gemm_fp8 <= 1.0, "gpu.efficiency.gemm_fp8", self.gemm_fp8, "must be in [0, 1]")
+        require_positive(self.gemm_half_flops, "gpu.efficiency.gemm_half_gflop")
+        require_non_negative(self.kernel_overhead_s, "gpu.efficiency.kernel_overhead_us")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpuSpec:
+    """One GPU type. Peaks are dense (no 2:4 sparsity)."""
+
+    name: str
+    bf16_flops_per_s: float
+    """Dense BF16 tensor-core peak, FLOP/s."""
+    fp8_flops_per_s: float
+    """Dense FP8 tensor-core peak, FLOP/s (0: no FP8)."""
+    hbm_bytes: float
+    """HBM capacity, bytes."""
+    hbm_bytes_per_s: float
+    """HBM bandwidth, bytes/s."""
+    nvlink_bytes_per_s: float
+    """NVLink bandwidth per GPU, bidirectional aggregate (as NVIDIA quotes it), bytes/s."""
+    tdp_w: float
+    idle_w: float
+    efficiency: EfficiencySpec
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        prefix = "gpu"
+        require_positive(self.bf16_flops_per_s, f"{prefix}.bf16_tflops")
+        require_non_negative(self.fp8_flops_per_s, f"{prefix}.fp8_tflops")
+        require_positive(self.hbm_bytes, f"{prefix}.hbm_gb")
+        require_positive(self.hbm_bytes_per_s, f"{prefix}.hbm_tbps")
+        require_positive(self.nvlink_bytes_per_s, f"{prefix}.nvlink_gbps")
+        require_positive(self.tdp_w, f"{prefix}.tdp_w")
+        require_non_negative(self.idle_w, f"{prefix}.idle_w")
+        require(self.idle_w < self.tdp_w, f"{prefix}.idle_w", self.idle_w, f"must be below tdp_w={self.tdp_w}")
+
+    @property
+    def nvlink_unidirectional_bytes_per_s(self) -> float:
+        """Per-direction NVLink bandwidth: half of the bidirectional aggregate."""
+        return self.nvlink_bytes_per_s / 2.0
+
+    def peak_flops_per_s(self, precision: str) -> float:
+        """Dense tensor peak of the GEMM precision (``bf16`` or ``fp8``)."""
+        return self.fp8_flops_per_s if precision == "fp8" else self.bf16_flops_per_s
+
+    def gemm_efficiency_max(self, precision: str) -> float:
+        return self.efficiency.gemm_fp8 if precision == "fp8" else self.efficiency.gemm_bf16

@@ -1,0 +1,54 @@
+"""The validated job: model x cluster x layout x training x run, with every cross-field check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from emulator.spec.cluster import ClusterSpec
+from emulator.spec.errors import require
+from emulator.spec.model import ModelSpec
+from emulator.spec.parallel import ParallelSpec
+from emulator.spec.run import RunSpec
+from emulator.spec.train import TrainSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSpec:
+    model: ModelSpec
+    cluster: ClusterSpec
+    parallel: ParallelSpec
+    train: TrainSpec
+    run: RunSpec
+
+    def __post_init__(self) -> None:
+        check_layout(self.model, self.cluster, self.parallel, self.train)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.train.global_batch * self.train.seq_len
+
+
+def check_layout(model: ModelSpec, cluster: ClusterSpec, par: ParallelSpec, train: TrainSpec) -> None:
+    """Cross-field rules of a Megatron-Core layout; each failure names the key the user set."""
+    require(par.num_gpus == cluster.num_gpus, "parallel", f"tp{par.tp}*pp{par.pp}*cp{par.cp}*dp{par.dp}"
+            f"={par.num_gpus}", f"tp x pp x cp x dp must equal cluster.num_gpus={cluster.num_gpus}")
+    require(model.num_heads % par.tp == 0, "parallel.tp", par.tp, f"must divide model.num_heads={model.num_heads}")
+    if not model.is_mla:
+        require(model.num_kv_heads % par.tp == 0, "parallel.tp", par.tp,
+                f"must divide model.num_kv_heads={model.num_kv_heads}")
+    require(par.pp * par.vpp <= model.num_layers, "parallel.pp", par.pp,
+            f"pp x vpp must be <= model.num_layers={model.num_layers}")
+    if model.is_moe:
+        require(model.num_experts % par.ep == 0, "parallel.ep", par.ep,
+                f"must divide model.num_experts={model.num_experts}")
+    else:
+        require(par.ep == 1, "parallel.ep", par.ep, "must be 1 for a dense model (model.num_experts=1)")
+    per_step = par.dp * par.micro_batch
+    require(train.global_batch % per_step == 0, "train.global_batch", train.global_batch,
+            f"must be a multiple of parallel.dp x parallel.micro_batch = {per_step}")
+    if par.cp > 1:
+        require(train.seq_len % (2 * par.cp) == 0, "train.seq_len", train.seq_len,
+                f"must be a multiple of 2 x parallel.cp = {2 * par.cp} (load-balanced context parallel)")
+    for gpu in cluster.gpu_types:
+        require(train.precision != "fp8" or gpu.fp8_flops_per_s > 0, "train.precision", train.precision,
+                f"gpu {gpu.name} has no FP8 tensor cores: use bf16")

@@ -1,0 +1,23 @@
+"""Run settings: how many steps to emulate, the seed, the array backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from emulator.spec.errors import require, require_non_negative
+
+BACKENDS = ("auto", "numpy", "cupy")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunSpec:
+    steps: int = 0
+    """Steps to emulate over the fleet (0: the nominal analysis only)."""
+    seed: int = 0
+    backend: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        require_non_negative(self.steps, "run.steps")
+        require_non_negative(self.seed, "run.seed")
+        require(self.backend in BACKENDS, "run.backend", self.backend, f"must be one of {', '.join(BACKENDS)}")

@@ -1,0 +1,55 @@
+"""Training settings: sequence, batch, precision and the kernels the stack uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from emulator.spec.errors import require, require_non_negative, require_positive
+
+PRECISIONS = ("bf16", "fp8")
+ATTENTION_KERNELS = ("flash", "unfused")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSpec:
+    seq_len: int
+    global_batch: int
+    """Sequences per optimizer step."""
+    precision: str = "bf16"
+    """GEMM precision: bf16, or fp8 (Transformer Engine style: GEMMs in FP8, attention core in BF16)."""
+    total_tokens: float = 0.0
+    """Tokens of the whole run, for time to train (0: not asked)."""
+    dropout: float = 0.0
+    """Hidden/attention dropout probability (GPT-3-era runs: 0.1; Llama-era: 0)."""
+    attention_kernel: str = "flash"
+    """flash: fused attention (FlashAttention/cuDNN); unfused: materialised softmax (Megatron 2021-2022)."""
+    grad_reduce_bytes: int = 4
+    """Bytes per gradient element in the data-parallel reduction (Megatron reduces fp32 main grads)."""
+    memory_reserved_gb: float = 3.0
+    """Per-GPU memory outside the model state and activations (CUDA context, NCCL and cuBLAS workspaces)."""
+    fragmentation: float = 0.05
+    """Allocator fragmentation allowance, as a fraction of activations and buffers."""
+    host_launch_us: float = 15.0
+    """Host (CPU) time to issue one kernel from an eager PyTorch stack: ~5-25 us per op through the
+    Python, autograd and ATen dispatch layers and cudaLaunchKernel (jiahuanglin.xyz, 'From PyTorch op
+    to kernel launch'). Matters only where the host cannot run ahead of the GPU (``moe_host_sync``)."""
+    moe_host_sync: bool = True
+    """Dropless MoE dispatch syncs host and device in every MoE layer (token counts per expert are
+    needed on the host: Megatron-Core's alltoall dispatcher, DeepEP high-throughput mode), so an MoE
+    layer takes at least the host time to launch its kernels."""
+
+    def __post_init__(self) -> None:
+        p = "train"
+        require_positive(self.seq_len, f"{p}.seq_len")
+        require_positive(self.global_batch, f"{p}.global_batch")
+        require(self.precision in PRECISIONS, f"{p}.precision", self.precision,
+                f"must be one of {', '.join(PRECISIONS)}")
+        require(self.attention_kernel in ATTENTION_KERNELS, f"{p}.attention_kernel", self.attention_kernel,
+                f"must be one of {', '.join(ATTENTION_KERNELS)}")
+        require_non_negative(self.total_tokens, f"{p}.total_tokens")
+        require(0.0 <= self.dropout < 1.0, f"{p}.dropout", self.dropout, "must be in [0, 1)")
+        require(self.grad_reduce_bytes in (2, 4), f"{p}.grad_reduce_bytes", self.grad_reduce_bytes,
+                "must be 2 (bf16) or 4 (fp32)")
+        require_non_negative(self.memory_reserved_gb, f"{p}.memory_reserved_gb")
+        require(0.0 <= self.fragmentation < 1.0, f"{p}.fragmentation", self.fragmentation, "must be in [0, 1)")
+        require_non_negative(self.host_launch_us, f"{p}.host_launch_us")

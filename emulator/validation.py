@@ -1,0 +1,129 @@
+"""Prediction vs published measurement for every usable row of ``validation/throughput.yaml``.
+
+Each row names a published run: GPU, cluster, model, layout, training settings and one metric.
+The metric becomes a step time, the quantity the cost model predicts:
+
+- ``step_time_s``: as published;
+- ``tokens_per_s_per_gpu``: ``global_batch * seq_len / (value * num_gpus)``;
+- ``tflops_per_gpu`` or ``mfu``: the source's own FLOP count per step (``formulas`` in the file)
+  divided by ``value * num_gpus`` (TFLOP/s) or ``value/100 * peak * num_gpus`` (MFU), because
+  sources count FLOPs differently (recompute, causal halving) and comparing step times removes that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import yaml
+
+from emulator import catalogue
+from emulator.config.build import (
+    cluster_from_dict,
+    model_from_dict,
+    parallel_from_dict,
+    train_from_dict,
+)
+from emulator.cost.flops import model_flops_per_token
+from emulator.cost.layout import LayoutBatch
+from emulator.cost.step import nominal
+from emulator.paths import validation_dir
+from emulator.spec import ModelSpec, TrainSpec
+
+BASE_CLUSTER = {"h100": "dgx_h100", "h200": "dgx_h100", "a100": "selene_a100", "b200": "dgx_b200",
+                "gb200": "gb200_nvl72", "h800": "deepseek_h800_2048"}
+
+
+@dataclass(frozen=True)
+class RowResult:
+    id: str
+    gpu: str
+    precision: str
+    moe: bool
+    metric: str
+    published_value: float
+    published_step_s: float
+    predicted_step_s: float
+    breakdown_s: dict[str, float]
+
+    @property
+    def error(self) -> float:
+        """Signed relative step-time error (positive: the model predicts a slower step)."""
+        return self.predicted_step_s / self.published_step_s - 1.0
+
+
+def load_rows() -> list[dict[str, Any]]:
+    with (validation_dir() / "throughput.yaml").open() as fh:
+        data = yaml.safe_load(fh)
+    rows = data["rows"]
+    assert isinstance(rows, list)
+    return rows
+
+
+def source_flops_per_step(formula: str, model: ModelSpec, train: TrainSpec) -> float:
+    """FLOPs per global batch as the source counted them (see ``formulas`` in throughput.yaml)."""
+    B, s = float(train.global_batch), float(train.seq_len)
+    L, h, V = float(model.num_layers), float(model.hidden_size), float(model.vocab_size)
+    if formula in ("megatron_2024", "nemo_2024"):
+        return model_flops_per_token(model, train.seq_len) * B * s
+    if formula == "narayanan_2021":
+        return 96.0 * B * s * L * h * h * (1.0 + s / (6.0 * h) + V / (16.0 * L * h))
+    if formula == "korthikanti_2022_mfu":
+        return 72.0 * B * L * s * h * h * (1.0 + s / (6.0 * h) + V / (12.0 * h * L))
+    raise ValueError(f"unknown flops_formula {formula!r}")
+
+
+def build_row(row: dict[str, Any]) -> tuple[ModelSpec, TrainSpec, Any, Any]:
+    """Specs of a row: model, training, cluster and a one-layout batch."""
+    m = row["model"]
+    model = catalogue.model(m) if isinstance(m, str) else model_from_dict({"name": row["id"], **m})
+    train = train_from_dict({k: v for k, v in row["train"].items()})
+    par_data = dict(row["parallel"])
+    ov = row.get("overlap", {})
+    par_data.update(tp_comm_overlap=bool(ov.get("tp_comm", True)), dp_comm_overlap=bool(ov.get("dp_comm", True)),
+                    pp_comm_overlap=bool(ov.get("pp_comm", True)))
+    parallel = parallel_from_dict(par_data)
+    gpu = catalogue.gpu(row["gpu"])
+    base = catalogue.raw("cluster", BASE_CLUSTER[row["gpu"]])
+    base.update(row.get("cluster", {}))
+    base.update(num_gpus=row["num_gpus"], pools=[], name=f"{row['id']}_cluster")
+    base.pop("gpu", None)
+    cluster = cluster_from_dict(base, gpu, catalogue.gpu)
+    return model, train, cluster, LayoutBatch.from_specs([parallel], np)
+
+
+def published_step_s(row: dict[str, Any], model: ModelSpec, train: TrainSpec) -> float:
+    pub = row["published"]
+    value, metric, n = float(pub["value"]), pub["metric"], float(row["num_gpus"])
+    if metric == "step_time_s":
+        return value
+    if metric == "tokens_per_s_per_gpu":
+        return train.global_batch * train.seq_len / (value * n)
+    flops = source_flops_per_step(pub["flops_formula"], model, train)
+    if metric == "tflops_per_gpu":
+        return flops / (value * 1e12 * n)
+    if metric == "mfu":
+        return flops / (value / 100.0 * float(pub["peak_tflops"]) * 1e12 * n)
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+def evaluate(row: dict[str, Any]) -> RowResult:
+    model, train, cluster, lay = build_row(row)
+    res = nominal(model, train, cluster, lay, np)
+    return RowResult(
+        id=row["id"], gpu=row["gpu"], precision=train.precision, moe=model.is_moe,
+        metric=row["published"]["metric"], published_value=float(row["published"]["value"]),
+        published_step_s=published_step_s(row, model, train), predicted_step_s=float(res.step_time_s_L[0]),
+        breakdown_s={k: float(v[0]) for k, v in res.breakdown_s.items()},
+    )
+
+
+def evaluate_all(rows: Iterable[dict[str, Any]] | None = None) -> list[RowResult]:
+    return [evaluate(r) for r in (load_rows() if rows is None else rows)]
+
+
+def summary(results: list[RowResult]) -> dict[str, float]:
+    errs = np.abs(np.asarray([r.error for r in results]))
+    return {"rows": float(len(results)), "mean_abs_error": float(errs.mean()), "max_abs_error": float(errs.max())}
