@@ -30,7 +30,7 @@ from emulator.cost.flops import model_flops_per_token
 from emulator.cost.layout import LayoutBatch
 from emulator.cost.step import nominal
 from emulator.paths import validation_dir
-from emulator.spec import ModelSpec, TrainSpec
+from emulator.spec import GpuSpec, ModelSpec, TrainSpec
 
 BASE_CLUSTER = {"h100": "dgx_h100", "h200": "dgx_h100", "a100": "selene_a100", "b200": "dgx_b200",
                 "gb200": "gb200_nvl72", "h800": "deepseek_h800_2048"}
@@ -75,8 +75,8 @@ def source_flops_per_step(formula: str, model: ModelSpec, train: TrainSpec) -> f
     raise ValueError(f"unknown flops_formula {formula!r}")
 
 
-def build_row(row: dict[str, Any]) -> tuple[ModelSpec, TrainSpec, Any, Any]:
-    """Specs of a row: model, training, cluster and a one-layout batch."""
+def build_row(row: dict[str, Any], gpu: GpuSpec | None = None) -> tuple[ModelSpec, TrainSpec, Any, Any]:
+    """Specs of a row: model, training, cluster and a one-layout batch (``gpu`` replaces the catalogue's)."""
     m = row["model"]
     model = catalogue.model(m) if isinstance(m, str) else model_from_dict({"name": row["id"], **m})
     train = train_from_dict({k: v for k, v in row["train"].items()})
@@ -85,7 +85,7 @@ def build_row(row: dict[str, Any]) -> tuple[ModelSpec, TrainSpec, Any, Any]:
     par_data.update(tp_comm_overlap=bool(ov.get("tp_comm", True)), dp_comm_overlap=bool(ov.get("dp_comm", True)),
                     pp_comm_overlap=bool(ov.get("pp_comm", True)))
     parallel = parallel_from_dict(par_data)
-    gpu = catalogue.gpu(row["gpu"])
+    gpu = gpu or catalogue.gpu(row["gpu"])
     base = catalogue.raw("cluster", BASE_CLUSTER[row["gpu"]])
     base.update(row.get("cluster", {}))
     base.update(num_gpus=row["num_gpus"], pools=[], name=f"{row['id']}_cluster")
@@ -109,8 +109,8 @@ def published_step_s(row: dict[str, Any], model: ModelSpec, train: TrainSpec) ->
     raise ValueError(f"unknown metric {metric!r}")
 
 
-def evaluate(row: dict[str, Any]) -> RowResult:
-    model, train, cluster, lay = build_row(row)
+def evaluate(row: dict[str, Any], gpu: GpuSpec | None = None) -> RowResult:
+    model, train, cluster, lay = build_row(row, gpu)
     res = nominal(model, train, cluster, lay, np)
     return RowResult(
         id=row["id"], gpu=row["gpu"], precision=train.precision, moe=model.is_moe,
