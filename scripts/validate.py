@@ -13,8 +13,18 @@ from emulator.validation import evaluate_all, summary
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--breakdown", action="store_true", help="also print the predicted step breakdown")
+    ap.add_argument("--markdown", action="store_true", help="print a Markdown table (for the README)")
     args = ap.parse_args()
     results = evaluate_all()
+    if args.markdown:
+        print("| row | GPU | precision | kind | published | published step s | predicted step s | error |")
+        print("|---|---|---|---|---|---:|---:|---:|")
+        for r in results:
+            print(f"| {r.id} | {r.gpu} | {r.precision} | {'MoE' if r.moe else 'dense'} | {r.metric} {r.published_value:g} "
+                  f"| {r.published_step_s:.3f} | {r.predicted_step_s:.3f} | {r.error:+.1%} |")
+        s = summary(results)
+        print(f"\n{int(s['rows'])} rows: mean |error| {s['mean_abs_error']:.2%}, max |error| {s['max_abs_error']:.2%}")
+        return
     print(f"{'row':46s} {'gpu':5s} {'prec':4s} {'kind':5s} {'metric':22s} {'published':>10s} "
           f"{'pub step s':>11s} {'pred step s':>11s} {'error':>7s}")
     for r in results:

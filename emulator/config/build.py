@@ -36,6 +36,15 @@ def _check_keys(group: str, data: Mapping[str, Any], allowed: set[str]) -> None:
             raise ConfigError(f"{group}.{key}", data[key], f"unknown key; allowed: {', '.join(sorted(allowed))}")
 
 
+def _integer(group: str, data: Mapping[str, Any], key: str) -> int:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{group}.{key}", value, "must be an integer")
+    return value
+
+
 def _number(group: str, data: Mapping[str, Any], key: str) -> float:
     if key not in data or data[key] is None:
         raise ConfigError(f"{group}.{key}", None, "is required")
@@ -143,26 +152,30 @@ def cluster_from_dict(
     """``default_gpu`` is the gpu group's type (homogeneous clusters); pools name their types."""
     g = "cluster"
     _check_keys(g, data, CLUSTER_KEYS)
-    num_gpus = int(_number(g, data, "num_gpus"))
+    num_gpus = _integer(g, data, "num_gpus")
     pools_data = data.get("pools") or []
+    if not isinstance(pools_data, list):
+        raise ConfigError(f"{g}.pools", pools_data, "must be a list of {gpu: NAME, num_gpus: N}")
     if pools_data:
         pools = []
         for i, pool in enumerate(pools_data):
+            if not isinstance(pool, Mapping):
+                raise ConfigError(f"{g}.pools[{i}]", pool, "must be a mapping {gpu: NAME, num_gpus: N}")
             _check_keys(f"{g}.pools[{i}]", pool, {"gpu", "num_gpus"})
             pools.append(PoolSpec(gpu=gpu_by_name(str(pool.get("gpu"))),
-                                  num_gpus=int(_number(f"{g}.pools[{i}]", pool, "num_gpus"))))
+                                  num_gpus=_integer(f"{g}.pools[{i}]", pool, "num_gpus")))
         pool_tuple = tuple(pools)
     else:
         pool_tuple = (PoolSpec(gpu=default_gpu, num_gpus=num_gpus),)
     return ClusterSpec(
         name=str(data.get("name", "")),
         num_gpus=num_gpus,
-        gpus_per_node=int(_number(g, data, "gpus_per_node")),
+        gpus_per_node=_integer(g, data, "gpus_per_node"),
         pools=pool_tuple,
         nic_bytes_per_s=_number(g, data, "nic_gbps") * GBIT,
         nic_efficiency=_number(g, data, "nic_efficiency"),
         scaleout_latency_s=_number(g, data, "scaleout_latency_us") * US,
-        nvlink_domain=int(_number(g, data, "nvlink_domain")),
+        nvlink_domain=_integer(g, data, "nvlink_domain"),
         nvlink_latency_s=_number(g, data, "nvlink_latency_us") * US,
         oversubscription=_number(g, data, "oversubscription"),
         source=str(data.get("source", "")),

@@ -64,8 +64,10 @@ def build_job(cfg: DictConfig | dict[str, Any]) -> JobSpec:
 def _resolve_dp(par: dict[str, Any], num_gpus: int) -> int:
     """``dp = -1`` takes whatever the other axes leave of the cluster."""
     dp = par.get("dp", -1)
+    if isinstance(dp, bool) or not isinstance(dp, int):
+        raise ConfigError("parallel.dp", dp, "must be an integer (-1: what the other axes leave)")
     if dp != -1:
-        return int(dp)
+        return dp
     others = 1
     for key in ("tp", "pp", "cp"):
         value = par.get(key, 1)

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from emulator.cost.arrays import where
 from emulator.spec.cluster import ClusterSpec
 from emulator.spec.gpu import GpuSpec
 
@@ -60,7 +61,7 @@ class Fabric:
         m_L = n_L / k_L
         intra = (k_L - 1.0) / k_L * bytes_L / self.nvlink_bus_bytes_per_s + (k_L - 1.0) * self.nvlink_alpha_s
         inter_bw = (m_L - 1.0) / m_L * (bytes_L / k_L) / self.net_bus_bytes_per_s
-        inter_lat = xp.where(m_L > 1.0, xp.ceil(xp.log2(xp.maximum(m_L, 1.0))) * self.net_alpha_s, 0.0)
+        inter_lat = where(m_L > 1.0, xp.ceil(xp.log2(xp.maximum(m_L, 1.0))) * self.net_alpha_s, 0.0, xp)
         return intra + inter_bw + inter_lat
 
     def all_gather_s(self, bytes_L: Any, n_L: Any, stride_L: Any, xp: Any) -> Any:
@@ -74,12 +75,12 @@ class Fabric:
         k_L = self.members_per_domain(n_L, stride_L, xp)
         intra = bytes_L * (k_L - 1.0) / n_L / self.nvlink_bus_bytes_per_s
         inter = bytes_L * (n_L - k_L) / n_L / self.net_bus_bytes_per_s
-        alpha = xp.where(n_L > k_L, self.net_alpha_s, self.nvlink_alpha_s)
-        return xp.where(n_L > 1.0, xp.maximum(intra, inter) + alpha, 0.0)
+        alpha = where(n_L > k_L, self.net_alpha_s, self.nvlink_alpha_s, xp)
+        return where(n_L > 1.0, xp.maximum(intra, inter) + alpha, 0.0, xp)
 
     def p2p_s(self, bytes_L: Any, stride_L: Any, xp: Any) -> Any:
         """Send/receive between ranks ``stride_L`` apart (pipeline neighbours)."""
         crosses = stride_L >= self.domain
-        bw = xp.where(crosses, self.net_bus_bytes_per_s, self.nvlink_bus_bytes_per_s)
-        alpha = xp.where(crosses, self.net_alpha_s, self.nvlink_alpha_s)
+        bw = where(crosses, self.net_bus_bytes_per_s, self.nvlink_bus_bytes_per_s, xp)
+        alpha = where(crosses, self.net_alpha_s, self.nvlink_alpha_s, xp)
         return bytes_L / bw + alpha

@@ -23,7 +23,8 @@ SP ``s b h / t (34 + 5 a s / h)``: the paper's formulas (checked in the tests). 
 recompute drops the attention core's internals; full recompute keeps only the layer input
 ``2 Tn h`` (plus one layer's full set while it is recomputed).
 
-In flight: 1F1B keeps ``min(pp, m)`` micro-batches on the first stage, times
+In flight: 1F1B keeps ``min(pp - i, m)`` micro-batches on stage ``i`` (``pp`` on the first, ``pp - 1``
+on the second, the fullest middle stage), times
 ``1 + (pp-1)/(pp*vpp)`` with interleaving (Korthikanti et al. 2022, Sec. 4.2.3); the last stage
 holds one micro-batch plus the logits (``2 + 4`` B per logit: BF16 logits, FP32 loss gradient).
 """
@@ -33,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from emulator.cost.arrays import as_float, where
 from emulator.cost.layout import LayoutBatch
 from emulator.cost.ops import Tokens
 from emulator.cost.stages import StageLayers
@@ -116,7 +118,7 @@ def stored_bytes_per_layer(model: ModelSpec, train: TrainSpec, lay: LayoutBatch,
     core_L = _core_bytes(train, tok.T_L, lay.tp_L, float(model.num_heads), float(train.seq_len))
     selective_L = full_L - core_L
     input_L = 2.0 * tok.Tn_L * float(model.hidden_size)
-    return xp.where(lay.recompute_L == 2.0, input_L, xp.where(lay.recompute_L == 1.0, selective_L, full_L))
+    return where(lay.recompute_L == 2.0, input_L, where(lay.recompute_L == 1.0, selective_L, full_L, xp), xp)
 
 
 @dataclass(frozen=True)
@@ -148,33 +150,34 @@ def memory_per_gpu(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: Gp
     st = StageLayers.of(model, lay, xp)
     m_L = train.global_batch / (lay.dp_L * lay.mb_L)
     single_L = lay.pp_L == 1.0
-    inflight_L = xp.minimum(lay.pp_L, m_L)
-    inflight_L = inflight_L * xp.where(lay.vpp_L > 1.0, 1.0 + (lay.pp_L - 1.0) / (lay.pp_L * lay.vpp_L), 1.0)
+    interleave_L = where(lay.vpp_L > 1.0, 1.0 + (lay.pp_L - 1.0) / (lay.pp_L * lay.vpp_L), 1.0, xp)
+    inflight_L = xp.minimum(lay.pp_L, m_L) * interleave_L
+    # 1F1B: stage i keeps pp - i micro-batches in flight; the second stage is the fullest middle stage.
+    inflight_mid_L = xp.minimum(xp.maximum(lay.pp_L - 1.0, 1.0), m_L) * interleave_L
     dense_act = stored_bytes_per_layer(model, train, lay, xp, moe=False)
     moe_act = stored_bytes_per_layer(model, train, lay, xp, moe=True) if model.is_moe else dense_act
     full_dense = activation_bytes_per_layer(model, train, lay, xp, moe=False)
     full_moe = activation_bytes_per_layer(model, train, lay, xp, moe=True) if model.is_moe else full_dense
-    recompute_peak_L = xp.where(lay.recompute_L == 2.0, xp.maximum(full_dense, full_moe), 0.0)
+    recompute_peak_L = where(lay.recompute_L == 2.0, xp.maximum(full_dense, full_moe), 0.0, xp)
     tok = Tokens.of(train, lay)
     logits_L = 6.0 * tok.T_L * float(model.vocab_size) / lay.tp_L
     embed_act_L = 2.0 * tok.Tn_L * float(model.hidden_size)
 
-    def stage(n_dense: Any, n_moe: Any, first: bool, last_L: Any) -> tuple[Any, ...]:
-        inflight = inflight_L if first else 1.0
+    def stage(n_dense: Any, n_moe: Any, first: bool, last_L: Any, inflight: Any) -> tuple[Any, ...]:
         params = stage_params(model, lay, n_dense, n_moe, embedding=first, output=True, xp=xp)
         if first:  # the first stage holds the output layer only when it is also the last (pp=1)
             params = stage_params(model, lay, n_dense, n_moe, embedding=True, output=False, xp=xp)
             out = float(model.vocab_size * model.hidden_size) / lay.tp_L
-            add = xp.where(single_L & (not model.tied_embeddings), out, 0.0)
+            add = where(single_L & (not model.tied_embeddings), out, 0.0, xp)
             params = StageParams(params.dense_L + add, params.expert_L)
         act = inflight * (n_dense * dense_act + n_moe * moe_act) + recompute_peak_L + last_L
         if first:
             act = act + inflight * embed_act_L
-        return (*_state_bytes(params, lay, train), act)
+        return (*_state_bytes(params, lay, train, xp), act)
 
-    first = stage(st.first_dense_L, st.first_moe_L, True, xp.where(single_L, logits_L, 0.0))
-    last = stage(st.last_dense_L, st.last_moe_L, False, logits_L)
-    mid = stage(st.mid_dense_L, st.mid_moe_L, False, xp.zeros_like(logits_L))
+    first = stage(st.first_dense_L, st.first_moe_L, True, where(single_L, logits_L, 0.0, xp), inflight_L)
+    last = stage(st.last_dense_L, st.last_moe_L, False, logits_L, 1.0)
+    mid = stage(st.mid_dense_L, st.mid_moe_L, False, xp.zeros_like(logits_L), inflight_mid_L)
     reserved = train.memory_reserved_gb * GB
     best = None
     for cand in (first, mid, last):
@@ -190,11 +193,11 @@ def memory_per_gpu(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: Gp
 def _pick(a: tuple[tuple[Any, ...], Any], b: tuple[tuple[Any, ...], Any], xp: Any) -> tuple[tuple[Any, ...], Any]:
     """Element-wise choice of the more loaded of two stages."""
     take_b = b[1] > a[1]
-    parts = tuple(xp.where(take_b, pb, pa) for pa, pb in zip(a[0], b[0], strict=True))
-    return parts, xp.where(take_b, b[1], a[1])
+    parts = tuple(where(take_b, pb, pa, xp) for pa, pb in zip(a[0], b[0], strict=True))
+    return parts, where(take_b, b[1], a[1], xp)
 
 
-def _state_bytes(params: StageParams, lay: LayoutBatch, train: TrainSpec) -> tuple[Any, Any, Any]:
+def _state_bytes(params: StageParams, lay: LayoutBatch, train: TrainSpec, xp: Any) -> tuple[Any, Any, Any]:
     """Weights, gradients and optimizer bytes after ZeRO sharding."""
     n_dense_L = lay.dp_L * lay.cp_L
     n_exp_L = n_dense_L / lay.ep_L
@@ -202,7 +205,7 @@ def _state_bytes(params: StageParams, lay: LayoutBatch, train: TrainSpec) -> tup
     wbytes = WEIGHT_BYTES + (FP8_WEIGHT_COPY_BYTES if train.precision == "fp8" else 0.0)
 
     def shard(count_L: Any, n_L: Any, per: float, stage: float) -> Any:
-        return count_L * per / (1.0 + (z >= stage) * (n_L - 1.0))
+        return count_L * per / (1.0 + as_float(z >= stage, xp) * (n_L - 1.0))
 
     weights = shard(params.dense_L, n_dense_L, wbytes, 3.0) + shard(params.expert_L, n_exp_L, wbytes, 3.0)
     gb = float(train.grad_reduce_bytes)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from emulator.cost.arrays import where
 from emulator.cost.ops import ATTENTION, GEMM, GEMM_BF16, MEMORY, Op
 from emulator.spec.gpu import GpuSpec
 
@@ -45,14 +46,14 @@ def op_time(op: Op, gpu: GpuSpec, precision: str, xp: Any) -> OpTime:
         traffic_L = op.bytes_L / mem_bw
         fwd = xp.maximum(compute_L, traffic_L)
         bwd = factor * fwd
-        mem_bound = xp.where(traffic_L > compute_L, fwd + bwd, 0.0)
+        mem_bound = where(traffic_L > compute_L, fwd + bwd, 0.0, xp)
     elif op.kind == ATTENTION:
         peak = gpu.bf16_flops_per_s
         compute_L = op.flops_L / (peak * eff.attention_fwd)
         traffic_L = op.bytes_L / mem_bw
         fwd = xp.maximum(compute_L, traffic_L)
         bwd = xp.maximum(factor * op.flops_L / (peak * eff.attention_bwd), factor * traffic_L)
-        mem_bound = xp.where(traffic_L > compute_L, fwd + bwd, 0.0)
+        mem_bound = where(traffic_L > compute_L, fwd + bwd, 0.0, xp)
     else:
         assert op.kind == MEMORY, op.kind
         fwd = op.bytes_L / mem_bw + op.kernels * eff.kernel_overhead_s

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from emulator.cost.arrays import where
 from emulator.cost.layout import LayoutBatch
 from emulator.spec.model import ModelSpec
 
@@ -36,13 +37,13 @@ class StageLayers:
         first_L = xp.maximum(c_L - xp.floor(slack_L / 2.0), 0.0)
         last_L = xp.maximum(c_L - xp.ceil(slack_L / 2.0), 0.0)
         single = lay.pp_L == 1.0
-        first_L = xp.where(single, L, first_L)
-        last_L = xp.where(single, L, last_L)
+        first_L = where(single, L, first_L, xp)
+        last_L = where(single, L, last_L, xp)
         if not model.is_moe:
             zero_L = xp.zeros_like(c_L)
             return cls(first_L, zero_L, c_L, zero_L, last_L, zero_L)
         nd = float(model.num_dense_layers)
         first_dense_L = xp.minimum(first_L, nd)
-        last_dense_L = xp.where(single, first_dense_L, 0.0)
+        last_dense_L = where(single, first_dense_L, 0.0, xp)
         return cls(first_dense_L, first_L - first_dense_L, xp.zeros_like(c_L), c_L,
                    last_dense_L, last_L - last_dense_L)

@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from emulator.cost.arrays import as_float, where
 from emulator.cost.collectives import Fabric
 from emulator.cost.flops import model_flops_per_token, recompute_flops_per_token
 from emulator.cost.layout import LayoutBatch
@@ -86,9 +87,9 @@ class LayerTime:
     def compute_s(self) -> Any:
         return self.fwd_s_L + self.bwd_s_L + self.recompute_s_L
 
-    def comm_s(self, kind: str, recompute_L: Any) -> Any:
+    def comm_s(self, kind: str, recompute_L: Any, xp: Any) -> Any:
         fwd, bwd = getattr(self, f"{kind}_fwd_s_L"), getattr(self, f"{kind}_bwd_s_L")
-        return fwd + bwd + (recompute_L == 2.0) * fwd
+        return fwd + bwd + as_float(recompute_L == 2.0, xp) * fwd
 
 
 @dataclass(frozen=True)
@@ -118,16 +119,16 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
     tok = Tokens.of(train, lay)
     T_L, t_L, h = tok.T_L, lay.tp_L, float(model.hidden_size)
     one = xp.ones_like(t_L)
-    recompute_L = xp.where(lay.recompute_L == 2.0, blk.fwd_s_L, xp.where(lay.recompute_L == 1.0, blk.selective_s_L,
-                                                                          0.0))
+    recompute_L = where(lay.recompute_L == 2.0, blk.fwd_s_L,
+                        where(lay.recompute_L == 1.0, blk.selective_s_L, 0.0, xp), xp)
     # TP: 2 all-gathers + 2 reduce-scatters (or 2 all-reduces) of the T x h activation per direction.
     tp_raw = 4.0 * fabric.reduce_scatter_s(ACT_BYTES * T_L * h, t_L, one, xp)
     gemm_names = tuple(op.name for op in ops if op.kind in (GEMM, GEMM_BF16) and op.name != "router")
     window_fwd = _gemm_window(blk, gemm_names)
     overlapped_fwd = xp.maximum(tp_raw - window_fwd, 0.0) + tp_raw / t_L
     overlapped_bwd = xp.maximum(tp_raw - 2.0 * window_fwd, 0.0) + tp_raw / t_L
-    tp_fwd = xp.where(lay.tp_overlap_L > 0.0, overlapped_fwd, tp_raw)
-    tp_bwd = xp.where(lay.tp_overlap_L > 0.0, overlapped_bwd, tp_raw)
+    tp_fwd = where(lay.tp_overlap_L > 0.0, overlapped_fwd, tp_raw, xp)
+    tp_bwd = where(lay.tp_overlap_L > 0.0, overlapped_bwd, tp_raw, xp)
     # CP: ring of cp-1 KV exchanges per direction (K and V forward; K, V, dK, dV backward).
     kv_width = float(model.num_heads * (model.qk_head_dim + model.value_head_dim)) if model.is_mla else float(
         2 * model.num_kv_heads * model.head_dim)
@@ -136,8 +137,8 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
     cp_raw = (lay.cp_L - 1.0) * cp_step
     core = _gemm_window(blk, tuple(t.name for t in blk.by_op if t.recomputed_selective))
     core_bwd = sum((t.bwd_s_L for t in blk.by_op if t.recomputed_selective), xp.zeros_like(t_L))
-    cp_fwd = xp.where(lay.cp_L > 1.0, xp.maximum(cp_raw - core, 0.0), 0.0)
-    cp_bwd = xp.where(lay.cp_L > 1.0, xp.maximum(2.0 * cp_raw - core_bwd, 0.0), 0.0)
+    cp_fwd = where(lay.cp_L > 1.0, xp.maximum(cp_raw - core, 0.0), 0.0, xp)
+    cp_bwd = where(lay.cp_L > 1.0, xp.maximum(2.0 * cp_raw - core_bwd, 0.0), 0.0, xp)
     # EP: dispatch + combine all-to-all of T k h per direction.
     if moe:
         a2a_bytes = ACT_BYTES * T_L * float(model.experts_per_token) * h / t_L
@@ -153,7 +154,7 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
         gpu_fwd = blk.fwd_s_L + tp_fwd + cp_fwd + ep_one
         gpu_bwd = blk.bwd_s_L + recompute_L + tp_bwd + cp_bwd + ep_one
         idle = xp.maximum(host_fwd - gpu_fwd, 0.0) + xp.maximum(host_bwd - gpu_bwd, 0.0)
-    mem_bound = blk.memory_bound_s_L * (1.0 + xp.where(lay.recompute_L == 2.0, 1.0 / 3.0, 0.0))
+    mem_bound = blk.memory_bound_s_L * (1.0 + where(lay.recompute_L == 2.0, 1.0 / 3.0, 0.0, xp))
     return LayerTime(blk.fwd_s_L, blk.bwd_s_L, recompute_L, tp_fwd, tp_bwd, cp_fwd, cp_bwd, ep_one, ep_one, mem_bound,
                      idle)
 
@@ -179,7 +180,7 @@ def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: Gpu
             + first * (emb.fwd_s_L + emb.bwd_s_L) + last * (out.fwd_s_L + out.bwd_s_L),
         }
         for kind in ("tp", "cp", "ep"):
-            parts[f"{kind}_comm"] = n_dense * dense.comm_s(kind, rc) + n_moe * moe.comm_s(kind, rc)
+            parts[f"{kind}_comm"] = n_dense * dense.comm_s(kind, rc, xp) + n_moe * moe.comm_s(kind, rc, xp)
         parts["other"] = n_dense * dense.host_idle_s_L + n_moe * moe.host_idle_s_L
         parts["memory_bound"] = n_dense * dense.memory_bound_s_L + n_moe * moe.memory_bound_s_L \
             + first * emb.memory_bound_s_L + last * out.memory_bound_s_L
@@ -187,7 +188,7 @@ def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: Gpu
 
     zero_L = xp.zeros_like(lay.tp_L)
     stages = (
-        stage(st.first_dense_L, st.first_moe_L, 1.0, xp.where(single_L, 1.0, 0.0)),
+        stage(st.first_dense_L, st.first_moe_L, 1.0, where(single_L, 1.0, 0.0, xp)),
         stage(st.mid_dense_L, st.mid_moe_L, zero_L, zero_L),
         stage(st.last_dense_L, st.last_moe_L, zero_L, 1.0),
     )
@@ -196,8 +197,8 @@ def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: Gpu
     for cand in stages[1:]:
         total = sum(v for k, v in cand.items() if k != "memory_bound")
         take = total > heavy_total
-        heavy = {k: xp.where(take, cand[k], heavy[k]) for k in heavy}
-        heavy_total = xp.where(take, total, heavy_total)
+        heavy = {k: where(take, cand[k], heavy[k], xp) for k in heavy}
+        heavy_total = where(take, total, heavy_total, xp)
     m_L = float(train.global_batch) / (lay.dp_L * lay.mb_L)
     memory_bound = m_L * heavy.pop("memory_bound")
     breakdown = {k: m_L * v for k, v in heavy.items()}
@@ -206,8 +207,8 @@ def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: Gpu
     # Pipeline send/recv of the T x h / tp activation (scatter-gather optimisation).
     tok = Tokens.of(train, lay)
     p2p = fabric.p2p_s(ACT_BYTES * tok.T_L * float(model.hidden_size) / lay.tp_L, lay.tp_L * lay.cp_L * lay.dp_L, xp)
-    transfers = xp.where(lay.pp_overlap_L > 0.0, 2.0 * (lay.pp_L - 1.0), 2.0 * (m_L * lay.vpp_L + lay.pp_L - 1.0))
-    breakdown["pp_comm"] = xp.where(lay.pp_L > 1.0, transfers * p2p, 0.0)
+    transfers = where(lay.pp_overlap_L > 0.0, 2.0 * (lay.pp_L - 1.0), 2.0 * (m_L * lay.vpp_L + lay.pp_L - 1.0), xp)
+    breakdown["pp_comm"] = where(lay.pp_L > 1.0, transfers * p2p, 0.0, xp)
 
     # Data parallel and optimizer over the parameters of the heaviest-parameter stage.
     params = stage_params(model, lay, xp.maximum(st.first_dense_L, st.mid_dense_L),
@@ -217,8 +218,8 @@ def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: Gpu
                                        t_fb_one, xp) + _dp_exposed(
         params.expert_L, lay.dp_L * lay.cp_L / lay.ep_L, lay.tp_L * lay.ep_L, train, lay, fabric, m_L, t_fb_one, xp)
     n_dense_rep = lay.dp_L * lay.cp_L
-    shard_dense = 1.0 + (lay.zero_L >= 1.0) * (n_dense_rep - 1.0)
-    shard_exp = 1.0 + (lay.zero_L >= 1.0) * (n_dense_rep / lay.ep_L - 1.0)
+    shard_dense = 1.0 + as_float(lay.zero_L >= 1.0, xp) * (n_dense_rep - 1.0)
+    shard_exp = 1.0 + as_float(lay.zero_L >= 1.0, xp) * (n_dense_rep / lay.ep_L - 1.0)
     opt_bytes = ADAM_BYTES_PER_SHARDED_PARAM * (params.dense_L / shard_dense + params.expert_L / shard_exp) \
         + GRAD_PASS_BYTES_PER_PARAM * (params.dense_L + params.expert_L)
     breakdown["optimizer"] = opt_bytes / (gpu.hbm_bytes_per_s * gpu.efficiency.hbm)
@@ -243,13 +244,13 @@ def _dp_exposed(params_L: Any, n_L: Any, stride_L: Any, train: TrainSpec, lay: L
     over_ag = xp.maximum(ag - window_f, 0.0) + bucket * ag
     over_ar = xp.maximum(ar - window_b, 0.0) + bucket * ar
     overlap = lay.dp_overlap_L > 0.0
-    z12 = xp.where(overlap, over_rs + over_ag, rs + ag)
-    z0 = xp.where(overlap, over_ar, ar)
+    z12 = where(overlap, over_rs + over_ag, rs + ag, xp)
+    z0 = where(overlap, over_ar, ar, xp)
     # ZeRO-3: gather weights before forward and backward and reduce-scatter gradients, every micro-batch.
     per_mb = 2.0 * ag + rs
-    z3 = xp.where(overlap, xp.maximum(m_L * per_mb - m_L * t_fb_L, 0.0) + bucket * per_mb, m_L * per_mb)
-    out = xp.where(z == 0.0, z0, xp.where(z == 3.0, z3, z12))
-    return xp.where(n_L > 1.0, out, 0.0)
+    z3 = where(overlap, xp.maximum(m_L * per_mb - m_L * t_fb_L, 0.0) + bucket * per_mb, m_L * per_mb, xp)
+    out = where(z == 0.0, z0, where(z == 3.0, z3, z12, xp), xp)
+    return where((n_L > 1.0) & (params_L > 0.0), out, 0.0, xp)
 
 
 @dataclass(frozen=True)
@@ -278,8 +279,8 @@ def nominal(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, lay: Layou
     for name in names[1:]:
         cand = per_type[name]
         take = cand.step_time_s_L > step
-        breakdown = {k: xp.where(take, cand.breakdown_s[k], breakdown[k]) for k in breakdown}
-        step = xp.where(take, cand.step_time_s_L, step)
+        breakdown = {k: where(take, cand.breakdown_s[k], breakdown[k], xp) for k in breakdown}
+        step = where(take, cand.step_time_s_L, step, xp)
         if bool(take[0]):
             pace = name
     tokens = float(train.global_batch * train.seq_len)
@@ -290,7 +291,8 @@ def nominal(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, lay: Layou
     peak = sum(p.num_gpus * p.gpu.peak_flops_per_s(train.precision) for p in cluster.pools) / n
     extra_L = xp.zeros_like(step)
     for code, mode in enumerate(RECOMPUTE_MODES):
-        extra_L = extra_L + (lay.recompute_L == float(code)) * recompute_flops_per_token(model, train.seq_len, mode)
+        per_token = recompute_flops_per_token(model, train.seq_len, mode)
+        extra_L = extra_L + as_float(lay.recompute_L == float(code), xp) * per_token
     hw = (model_flops + extra_L * tokens) / step / n
     return NominalResult(step, tokens_per_s, per_gpu_flops / 1e12, per_gpu_flops / peak, hw / peak, breakdown,
                          per_type, pace)

@@ -38,7 +38,7 @@ def test_total_and_active_params_match_published(name: str, total: float, active
         assert model.active_params() == model.total_params()
 
 
-def test_gpt3_175b_is_12_L_h2_plus_V_h() -> None:
+def test_gpt3_175b_is_12_l_h2_plus_v_h() -> None:
     """GPT-3 175B (tied embeddings, no GQA, f = 4h): N = 12 L h^2 + V h (Kaplan et al. 2020 / Narayanan 2021)."""
     L, h, V = 96, 12288, 51200
     by_hand = 12 * L * h**2 + V * h
