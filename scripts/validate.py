@@ -20,7 +20,8 @@ def main() -> None:
         print("| row | GPU | precision | kind | published | published step s | predicted step s | error |")
         print("|---|---|---|---|---|---:|---:|---:|")
         for r in results:
-            print(f"| {r.id} | {r.gpu} | {r.precision} | {'MoE' if r.moe else 'dense'} | {r.metric} {r.published_value:g} "
+            kind = "MoE" if r.moe else "dense"
+            print(f"| {r.id} | {r.gpu} | {r.precision} | {kind} | {r.metric} {r.published_value:g} "
                   f"| {r.published_step_s:.3f} | {r.predicted_step_s:.3f} | {r.error:+.1%} |")
         s = summary(results)
         print(f"\n{int(s['rows'])} rows: mean |error| {s['mean_abs_error']:.2%}, max |error| {s['max_abs_error']:.2%}")
