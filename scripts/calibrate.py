@@ -22,7 +22,7 @@ from emulator import catalogue
 from emulator.spec import GpuSpec
 from emulator.validation import evaluate, load_rows
 
-HALF_GFLOP_GRID = (4.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0, 96.0)
+HALF_GFLOP_GRID = (1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0, 96.0)
 
 
 def with_eff(gpu: GpuSpec, **changes: float) -> GpuSpec:

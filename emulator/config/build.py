@@ -11,6 +11,7 @@ from dataclasses import fields
 from typing import Any
 
 from emulator.spec import (
+    COMPONENTS,
     ClusterSpec,
     ConfigError,
     EfficiencySpec,
@@ -18,6 +19,9 @@ from emulator.spec import (
     ModelSpec,
     ParallelSpec,
     PoolSpec,
+    PowerSpec,
+    PowerWindowSpec,
+    ReliabilitySpec,
     RunSpec,
     TrainSpec,
 )
@@ -143,7 +147,11 @@ def run_from_dict(data: Mapping[str, Any]) -> RunSpec:
 
 
 CLUSTER_KEYS = {"name", "num_gpus", "gpus_per_node", "gpu", "pools", "nic_gbps", "nic_efficiency",
-                "scaleout_latency_us", "nvlink_domain", "nvlink_latency_us", "oversubscription", "source"}
+                "scaleout_latency_us", "nvlink_domain", "nvlink_latency_us", "oversubscription", "source",
+                "speed_sigma", "jitter_sigma", "slow_node_fraction", "slow_node_slowdown", "placement",
+                "use_extra_memory"}
+CLUSTER_DEFAULTS = {"speed_sigma": 0.02, "jitter_sigma": 0.01, "slow_node_fraction": 0.001,
+                    "slow_node_slowdown": 0.10, "placement": "rank_order", "use_extra_memory": True}
 
 
 def cluster_from_dict(
@@ -178,5 +186,71 @@ def cluster_from_dict(
         nvlink_domain=_integer(g, data, "nvlink_domain"),
         nvlink_latency_s=_number(g, data, "nvlink_latency_us") * US,
         oversubscription=_number(g, data, "oversubscription"),
+        speed_sigma=_number(g, {**CLUSTER_DEFAULTS, **data}, "speed_sigma"),
+        jitter_sigma=_number(g, {**CLUSTER_DEFAULTS, **data}, "jitter_sigma"),
+        slow_node_fraction=_number(g, {**CLUSTER_DEFAULTS, **data}, "slow_node_fraction"),
+        slow_node_slowdown=_number(g, {**CLUSTER_DEFAULTS, **data}, "slow_node_slowdown"),
+        placement=str(data.get("placement", CLUSTER_DEFAULTS["placement"])),
+        use_extra_memory=bool(data.get("use_extra_memory", CLUSTER_DEFAULTS["use_extra_memory"])),
         source=str(data.get("source", "")),
+    )
+
+
+HOUR = 3600.0
+MW = 1e6
+RELIABILITY_KEYS = {"enabled", "rates_per_hour", "detect_s", "restart_s", "storage_tbps", "checkpoint_bytes_per_param",
+                    "checkpoint_interval_steps"}
+
+
+def reliability_from_dict(data: Mapping[str, Any], checkpoint_bytes: float) -> ReliabilitySpec:
+    """``checkpoint_bytes``: the job's whole checkpoint (parameters x bytes per parameter) is derived by the caller."""
+    g = "reliability"
+    _check_keys(g, data, RELIABILITY_KEYS)
+    rates = data.get("rates_per_hour") or {}
+    if not isinstance(rates, Mapping):
+        raise ConfigError(f"{g}.rates_per_hour", rates, "must be a mapping component -> rate per hour")
+    _check_keys(f"{g}.rates_per_hour", rates, set(COMPONENTS))
+    per_s = {str(k): _number(f"{g}.rates_per_hour", rates, str(k)) / HOUR for k in rates}
+    storage = _number(g, data, "storage_tbps")
+    if storage <= 0:
+        raise ConfigError(f"{g}.storage_tbps", storage, "must be > 0")
+    enabled = data.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"{g}.enabled", enabled, "must be true or false")
+    return ReliabilitySpec(
+        rates_per_s=per_s,
+        detect_s=_number(g, data, "detect_s"),
+        restart_s=_number(g, data, "restart_s"),
+        checkpoint_write_s=checkpoint_bytes / (storage * TB),
+        checkpoint_interval_steps=_integer(g, data, "checkpoint_interval_steps"),
+        enabled=enabled,
+    )
+
+
+POWER_KEYS = {"compute_fraction_of_tdp", "comm_fraction_of_tdp", "host_w_per_gpu", "network_w_per_gpu", "pue",
+              "facility_cap_mw", "windows"}
+
+
+def power_from_dict(data: Mapping[str, Any]) -> PowerSpec:
+    g = "power"
+    _check_keys(g, data, POWER_KEYS)
+    windows = []
+    raw_windows = data.get("windows") or []
+    if not isinstance(raw_windows, list):
+        raise ConfigError(f"{g}.windows", raw_windows, "must be a list of {start_h, end_h, cap_mw}")
+    for i, w in enumerate(raw_windows):
+        if not isinstance(w, Mapping):
+            raise ConfigError(f"{g}.windows[{i}]", w, "must be a mapping {start_h, end_h, cap_mw}")
+        key = f"{g}.windows[{i}]"
+        _check_keys(key, w, {"start_h", "end_h", "cap_mw"})
+        windows.append(PowerWindowSpec(start_s=_number(key, w, "start_h") * HOUR, end_s=_number(key, w, "end_h") * HOUR,
+                                       cap_w=_number(key, w, "cap_mw") * MW))
+    return PowerSpec(
+        compute_fraction_of_tdp=_number(g, data, "compute_fraction_of_tdp"),
+        comm_fraction_of_tdp=_number(g, data, "comm_fraction_of_tdp"),
+        host_w_per_gpu=_number(g, data, "host_w_per_gpu"),
+        network_w_per_gpu=_number(g, data, "network_w_per_gpu"),
+        pue=_number(g, data, "pue"),
+        facility_cap_w=_number(g, {"facility_cap_mw": 0.0, **data}, "facility_cap_mw") * MW,
+        windows=tuple(windows),
     )

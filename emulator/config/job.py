@@ -12,12 +12,14 @@ from emulator.config.build import (
     gpu_from_dict,
     model_from_dict,
     parallel_from_dict,
+    power_from_dict,
+    reliability_from_dict,
     run_from_dict,
     train_from_dict,
 )
 from emulator.spec import ClusterSpec, ConfigError, GpuSpec, JobSpec
 
-GROUPS = ("model", "gpu", "cluster", "parallel", "train", "run")
+GROUPS = ("model", "gpu", "cluster", "parallel", "train", "run", "reliability", "power")
 
 
 def to_plain(cfg: DictConfig) -> dict[str, Any]:
@@ -58,7 +60,12 @@ def build_job(cfg: DictConfig | dict[str, Any]) -> JobSpec:
     parallel = parallel_from_dict(par_data)
     train = train_from_dict(data["train"])
     run = run_from_dict(data["run"])
-    return JobSpec(model=model, cluster=cluster, parallel=parallel, train=train, run=run)
+    rel_data = data.get("reliability") or {}
+    reliability = reliability_from_dict(
+        rel_data, model.total_params() * float(rel_data.get("checkpoint_bytes_per_param", 14.0))) if rel_data else None
+    power = power_from_dict(data["power"]) if data.get("power") else None
+    return JobSpec(model=model, cluster=cluster, parallel=parallel, train=train, run=run, reliability=reliability,
+                   power=power)
 
 
 def _resolve_dp(par: dict[str, Any], num_gpus: int) -> int:

@@ -84,6 +84,12 @@ class ClusterConf:
     nvlink_domain: int = MISSING
     nvlink_latency_us: float = MISSING
     oversubscription: float = 1.0
+    speed_sigma: float = 0.02
+    jitter_sigma: float = 0.01
+    slow_node_fraction: float = 0.001
+    slow_node_slowdown: float = 0.10
+    placement: str = "rank_order"
+    use_extra_memory: bool = True
     source: str = ""
 
 
@@ -125,6 +131,36 @@ class RunConf:
     seed: int = 0
     backend: str = "auto"
     progress: bool = True
+    steps_per_batch: int = 256
+
+
+@dataclass
+class ReliabilityConf:
+    enabled: bool = True
+    rates_per_hour: dict[str, float] = field(default_factory=dict)
+    detect_s: float = MISSING
+    restart_s: float = MISSING
+    storage_tbps: float = MISSING
+    checkpoint_bytes_per_param: float = 14.0
+    checkpoint_interval_steps: int = 0
+
+
+@dataclass
+class PowerWindowConf:
+    start_h: float = MISSING
+    end_h: float = MISSING
+    cap_mw: float = MISSING
+
+
+@dataclass
+class PowerConf:
+    compute_fraction_of_tdp: float = MISSING
+    comm_fraction_of_tdp: float = MISSING
+    host_w_per_gpu: float = MISSING
+    network_w_per_gpu: float = MISSING
+    pue: float = MISSING
+    facility_cap_mw: float = 0.0
+    windows: list[PowerWindowConf] = field(default_factory=list)
 
 
 @dataclass
@@ -135,6 +171,8 @@ class EmulateConf:
     parallel: ParallelConf = field(default_factory=ParallelConf)
     train: TrainConf = field(default_factory=TrainConf)
     run: RunConf = field(default_factory=RunConf)
+    reliability: ReliabilityConf = field(default_factory=ReliabilityConf)
+    power: PowerConf = field(default_factory=PowerConf)
 
 
 SCHEMA_NAME = "emulate_schema"

@@ -6,10 +6,13 @@ from emulator.spec.gpu import EfficiencySpec, GpuSpec
 from emulator.spec.job import JobSpec, check_layout
 from emulator.spec.model import ModelSpec
 from emulator.spec.parallel import RECOMPUTE_MODES, ParallelSpec
+from emulator.spec.power import PowerSpec, PowerWindowSpec
+from emulator.spec.reliability import COMPONENTS, ReliabilitySpec
 from emulator.spec.run import RunSpec
 from emulator.spec.train import TrainSpec
 
 __all__ = [
+    "COMPONENTS",
     "RECOMPUTE_MODES",
     "ClusterSpec",
     "ConfigError",
@@ -19,6 +22,9 @@ __all__ = [
     "ModelSpec",
     "ParallelSpec",
     "PoolSpec",
+    "PowerSpec",
+    "PowerWindowSpec",
+    "ReliabilitySpec",
     "RunSpec",
     "TrainSpec",
     "check_layout",

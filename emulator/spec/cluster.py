@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from emulator.spec.errors import require, require_fraction, require_non_negative, require_positive
 from emulator.spec.gpu import GpuSpec
 
+PLACEMENTS = ("rank_order", "by_replica")
+
 
 @dataclass(frozen=True, kw_only=True)
 class PoolSpec:
@@ -35,6 +37,19 @@ class ClusterSpec:
     """Alpha (per step) of a collective over NVLink."""
     oversubscription: float = 1.0
     """Scale-out fabric oversubscription (1: full bisection)."""
+    speed_sigma: float = 0.02
+    """Spread (sd of log speed) of the persistent per-GPU speed factor: silicon, cooling, clocks."""
+    jitter_sigma: float = 0.01
+    """Standard deviation of the per-step, per-GPU relative slowdown (Gumbel-distributed: right-skewed)."""
+    slow_node_fraction: float = 0.001
+    """Fraction of nodes that are persistently degraded (a 'lemon' or straggler host)."""
+    slow_node_slowdown: float = 0.10
+    """Relative slowdown of a degraded node."""
+    placement: str = "rank_order"
+    """Mixed pools: rank_order (pools fill Megatron rank order: a pipeline may span GPU types) or
+    by_replica (each data-parallel replica, i.e. each pipeline, on one GPU type)."""
+    use_extra_memory: bool = True
+    """Mixed pools: ranks on a GPU type with more HBM drop activation recompute where that still fits."""
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -48,6 +63,13 @@ class ClusterSpec:
         require_non_negative(self.nvlink_latency_s, f"{p}.nvlink_latency_us")
         require(self.oversubscription >= 1.0, f"{p}.oversubscription", self.oversubscription, "must be >= 1")
         require(len(self.pools) > 0, f"{p}.pools", "[]", "at least one pool")
+        require(0.0 <= self.speed_sigma < 1.0, f"{p}.speed_sigma", self.speed_sigma, "must be in [0, 1)")
+        require(0.0 <= self.jitter_sigma < 1.0, f"{p}.jitter_sigma", self.jitter_sigma, "must be in [0, 1)")
+        require(0.0 <= self.slow_node_fraction <= 1.0, f"{p}.slow_node_fraction", self.slow_node_fraction,
+                "must be in [0, 1]")
+        require(self.slow_node_slowdown >= 0.0, f"{p}.slow_node_slowdown", self.slow_node_slowdown, "must be >= 0")
+        require(self.placement in PLACEMENTS, f"{p}.placement", self.placement,
+                f"must be one of {', '.join(PLACEMENTS)}")
         total = sum(pool.num_gpus for pool in self.pools)
         require(total == self.num_gpus, f"{p}.pools", f"sum {total}",
                 f"pool sizes must add up to cluster.num_gpus={self.num_gpus}")

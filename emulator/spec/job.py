@@ -8,6 +8,8 @@ from emulator.spec.cluster import ClusterSpec
 from emulator.spec.errors import require
 from emulator.spec.model import ModelSpec
 from emulator.spec.parallel import ParallelSpec
+from emulator.spec.power import PowerSpec
+from emulator.spec.reliability import ReliabilitySpec
 from emulator.spec.run import RunSpec
 from emulator.spec.train import TrainSpec
 
@@ -19,9 +21,15 @@ class JobSpec:
     parallel: ParallelSpec
     train: TrainSpec
     run: RunSpec
+    reliability: ReliabilitySpec | None = None
+    """Failures and checkpoints (None: no failures)."""
+    power: PowerSpec | None = None
+    """Site power model (None: power not emulated)."""
 
     def __post_init__(self) -> None:
         check_layout(self.model, self.cluster, self.parallel, self.train)
+        if self.power is not None:
+            check_power(self.cluster, self.power)
 
     @property
     def tokens_per_step(self) -> int:
@@ -52,3 +60,15 @@ def check_layout(model: ModelSpec, cluster: ClusterSpec, par: ParallelSpec, trai
     for gpu in cluster.gpu_types:
         require(train.precision != "fp8" or gpu.fp8_flops_per_s > 0, "train.precision", train.precision,
                 f"gpu {gpu.name} has no FP8 tensor cores: use bf16")
+
+
+def check_power(cluster: ClusterSpec, power: PowerSpec) -> None:
+    """A facility cap (or demand-response cap) must leave every GPU more than its idle power."""
+    overhead = cluster.num_gpus * (power.host_w_per_gpu + power.network_w_per_gpu)
+    idle = sum(pool.num_gpus * pool.gpu.idle_w for pool in cluster.pools) + overhead
+    floor_w = idle * power.pue
+    caps = [("power.facility_cap_mw", power.facility_cap_w)] + [
+        (f"power.windows[{i}].cap_mw", w.cap_w) for i, w in enumerate(power.windows)]
+    for key, cap in caps:
+        require(cap == 0.0 or cap > floor_w, key, cap / 1e6,
+                f"must exceed the site's idle draw {floor_w / 1e6:.1f} MW (GPUs at idle + hosts + network, x PUE)")

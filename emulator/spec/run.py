@@ -1,4 +1,4 @@
-"""Run settings: how many steps to emulate, the seed, the array backend."""
+"""Run settings: how many steps to emulate, the seed, the array backend, the batch size of the stream."""
 
 from __future__ import annotations
 
@@ -16,8 +16,11 @@ class RunSpec:
     seed: int = 0
     backend: str = "auto"
     progress: bool = True
+    steps_per_batch: int = 256
+    """Steps the engine evaluates per array call and appends to the Arrow files at once."""
 
     def __post_init__(self) -> None:
         require_non_negative(self.steps, "run.steps")
         require_non_negative(self.seed, "run.seed")
+        require(self.steps_per_batch >= 1, "run.steps_per_batch", self.steps_per_batch, "must be >= 1")
         require(self.backend in BACKENDS, "run.backend", self.backend, f"must be one of {', '.join(BACKENDS)}")

