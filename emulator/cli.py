@@ -16,7 +16,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from emulator.app import run_job
+from emulator.app import evaluate_nominal, run_job
+from emulator.backend import get_xp
 from emulator.config.compose import CONFIG_NAME, VERSION_BASE, compose_config
 from emulator.config.job import build_job, to_plain
 from emulator.config.schema import register
@@ -36,10 +37,21 @@ def fail(error: ConfigError) -> None:
 
 
 def check_job(job: JobSpec) -> None:
-    """Requests this version cannot serve, said in one line."""
-    if job.run.steps > 0:
-        raise ConfigError("run.steps", job.run.steps,
-                          "must be 0 in this version: the per-GPU fleet emulation is not built yet (nominal only)")
+    """Asked to emulate steps, the layout must fit and the backend must exist (one line each)."""
+    if job.run.steps == 0:
+        return
+    get_xp(job.run.backend)
+    res = evaluate_nominal(job)
+    for name, st in res.by_gpu_type.items():
+        m = st.memory
+        if not bool(m.fits_L[0]):
+            d = {k: v / 1e9 for k, v in m.as_dict(0).items()}
+            p = job.parallel
+            raise ConfigError(
+                "parallel", f"tp{p.tp} pp{p.pp} cp{p.cp} dp{p.dp} mb{p.micro_batch} recompute={p.recompute}",
+                f"does not fit on {name}: {d['total']:.1f} GB > {m.capacity_bytes / 1e9:.0f} GB per GPU (weights "
+                f"{d['weights']:.1f}, gradients {d['gradients']:.1f}, optimizer {d['optimizer']:.1f}, activations "
+                f"{d['activations']:.1f}, other {d['other']:.1f}); run.steps=0 reports it, or change the layout")
 
 
 def _overrides(argv: list[str]) -> list[str]:
@@ -88,7 +100,8 @@ def _task(cfg: DictConfig) -> None:
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     config: dict[str, Any] = to_plain(cfg)
-    summary = run_job(job, out_dir, config)
+    multirun = hc.mode.name == "MULTIRUN" if hc.mode is not None else False
+    summary = run_job(job, out_dir, config, progress=not multirun)
     print_summary(job, summary, out_dir)
 
 

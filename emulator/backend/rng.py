@@ -11,6 +11,7 @@ Suffix legend: ``_N`` one entry per draw.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 GOLDEN = 0x9E3779B97F4A7C15
@@ -90,7 +91,8 @@ def gumbel(xp: Any, seed: int, stream: int, counter_N: Any) -> Any:
 def max_of_gumbels(xp: Any, seed: int, stream: int, counter_N: Any, n: Any) -> Any:
     """The maximum of ``n`` iid standard Gumbel draws, exactly: Gumbel is max-stable, so the maximum
     is a standard Gumbel shifted by ``log(n)``. One draw stands for ``n`` (``n`` may be an array)."""
-    return gumbel(xp, seed, stream, counter_N) + xp.log(n)
+    shift = math.log(n) if isinstance(n, (int, float)) else xp.log(n)
+    return gumbel(xp, seed, stream, counter_N) + shift
 
 
 def max_of_normals(xp: Any, seed: int, stream: int, counter_N: Any, n: int) -> Any:

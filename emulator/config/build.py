@@ -150,7 +150,7 @@ CLUSTER_KEYS = {"name", "num_gpus", "gpus_per_node", "gpu", "pools", "nic_gbps",
                 "scaleout_latency_us", "nvlink_domain", "nvlink_latency_us", "oversubscription", "source",
                 "speed_sigma", "jitter_sigma", "slow_node_fraction", "slow_node_slowdown", "placement",
                 "use_extra_memory"}
-CLUSTER_DEFAULTS = {"speed_sigma": 0.02, "jitter_sigma": 0.01, "slow_node_fraction": 0.001,
+CLUSTER_DEFAULTS = {"speed_sigma": 0.01, "jitter_sigma": 0.01, "slow_node_fraction": 0.001,
                     "slow_node_slowdown": 0.10, "placement": "rank_order", "use_extra_memory": True}
 
 
@@ -210,7 +210,12 @@ def reliability_from_dict(data: Mapping[str, Any], checkpoint_bytes: float) -> R
     if not isinstance(rates, Mapping):
         raise ConfigError(f"{g}.rates_per_hour", rates, "must be a mapping component -> rate per hour")
     _check_keys(f"{g}.rates_per_hour", rates, set(COMPONENTS))
-    per_s = {str(k): _number(f"{g}.rates_per_hour", rates, str(k)) / HOUR for k in rates}
+    per_s = {}
+    for k in rates:
+        per_hour = _number(f"{g}.rates_per_hour", rates, str(k))
+        if per_hour < 0:
+            raise ConfigError(f"{g}.rates_per_hour.{k}", rates[k], "must be >= 0 (failures per unit-hour)")
+        per_s[str(k)] = per_hour / HOUR
     storage = _number(g, data, "storage_tbps")
     if storage <= 0:
         raise ConfigError(f"{g}.storage_tbps", storage, "must be > 0")

@@ -84,7 +84,7 @@ class ClusterConf:
     nvlink_domain: int = MISSING
     nvlink_latency_us: float = MISSING
     oversubscription: float = 1.0
-    speed_sigma: float = 0.02
+    speed_sigma: float = 0.01
     jitter_sigma: float = 0.01
     slow_node_fraction: float = 0.001
     slow_node_slowdown: float = 0.10

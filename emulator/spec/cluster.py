@@ -37,14 +37,20 @@ class ClusterSpec:
     """Alpha (per step) of a collective over NVLink."""
     oversubscription: float = 1.0
     """Scale-out fabric oversubscription (1: full bisection)."""
-    speed_sigma: float = 0.02
-    """Spread (sd of log speed) of the persistent per-GPU speed factor: silicon, cooling, clocks."""
+    speed_sigma: float = 0.01
+    """Spread (sd of log speed) of the persistent per-GPU speed factor: silicon, cooling, clocks. Sinha et
+    al., "Not All GPUs Are Created Equal" (SC'22), measured up to ~8% spread between the fastest and slowest
+    GPUs of large clusters on compute-bound kernels: about 3.5 sd either side, so sd ~ 1%."""
     jitter_sigma: float = 0.01
-    """Standard deviation of the per-step, per-GPU relative slowdown (Gumbel-distributed: right-skewed)."""
+    """Standard deviation of the per-step, per-GPU relative slowdown (Gumbel-distributed: right-skewed).
+    ASSUMPTION: 1%; Llama 3 saw 1-2% diurnal throughput swings from DVFS (published.yaml pow.llama3_power_swings)."""
     slow_node_fraction: float = 0.001
-    """Fraction of nodes that are persistently degraded (a 'lemon' or straggler host)."""
+    """Fraction of nodes that are persistently degraded (a 'lemon' or straggler host). ASSUMPTION: 1 in 1000;
+    Kokolis et al. 2025 found lemon nodes drove large-job failure rates
+    (published.yaml rel.meta_rsc_revisiting_reliability)."""
     slow_node_slowdown: float = 0.10
-    """Relative slowdown of a degraded node."""
+    """Relative slowdown of a degraded node: MegaScale's straggler hosts ran ~10% slower (published.yaml
+    rel.megascale_operations)."""
     placement: str = "rank_order"
     """Mixed pools: rank_order (pools fill Megatron rank order: a pipeline may span GPU types) or
     by_replica (each data-parallel replica, i.e. each pipeline, on one GPU type)."""

@@ -49,7 +49,10 @@ def test_default_job_writes_the_contract_summary(tmp_path: Path) -> None:
         ("cluster.num_gpus=-8", "cluster.num_gpus=-8"),
         ("parallel.tpp=2", "parallel.tpp=2"),
         ("train.precision=fp4", "train.precision=fp4"),
-        ("run.steps=10", "run.steps=10"),
+        ("run.backend=tpu", "run.backend=tpu"),
+        ("power.facility_cap_mw=1", "power.facility_cap_mw=1"),
+        ("reliability.rates_per_hour.gpu=-1", "reliability.rates_per_hour.gpu=-1"),
+        ("cluster=colossus_200k", "train.global_batch=2500"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_key(tmp_path: Path, override: str, key: str) -> None:
@@ -69,6 +72,14 @@ def test_layout_that_does_not_fit_is_a_result(tmp_path: Path) -> None:
     data = json.loads(path.read_text())
     assert data["memory"]["fits"] is False
     assert data["memory"]["per_gpu_bytes"]["total"] > data["memory"]["capacity_bytes"]
+
+
+def test_emulating_a_layout_that_does_not_fit_is_one_clear_line(tmp_path: Path) -> None:
+    proc = run(["run.steps=5", "parallel.zero=0", "parallel.recompute=none"], tmp_path)
+    assert proc.returncode == 2
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("emulate: error: parallel=") and "does not fit on h100" in line and "activations" in line
+    assert summaries(tmp_path) == []
 
 
 def test_multirun_sweep_with_a_bad_value_fails_before_running(tmp_path: Path) -> None:
