@@ -131,7 +131,7 @@ class RunConf:
     seed: int = 0
     backend: str = "auto"
     progress: bool = True
-    steps_per_batch: int = 256
+    steps_per_batch: int = 0
 
 
 @dataclass

@@ -131,7 +131,7 @@ class FleetTotals:
     wall_ns: int = 0
     interruptions: int = 0
     checkpoints: int = 0
-    energy_j: float = 0.0
+    energy_uj: int = 0
     peak_facility_w: float = 0.0
     hist: np.ndarray = field(default_factory=lambda: np.zeros(HIST_BINS, dtype=np.int64))
 
@@ -167,8 +167,8 @@ class FleetEngine:
         peak = sum(p.num_gpus * p.gpu.peak_flops_per_s(job.train.precision) for p in cl.pools)
         self.model_flops_per_step = model_flops_per_token(job.model, job.train.seq_len) * self.tokens_per_step
         self.peak_flops = peak
-        self.busy_N = xp.zeros((N,), dtype=xp.float64)
-        self.energy_N = xp.zeros((N,), dtype=xp.float64)
+        self.busy_ns_N = xp.zeros((N,), dtype=xp.int64)
+        self.energy_uj_N = xp.zeros((N,), dtype=xp.int64)
         self.failures_G = np.zeros(cl.num_gpus, dtype=np.int64)
 
     # -- the device part: step times of a batch under one clock level --------------------------
@@ -269,17 +269,18 @@ class FleetEngine:
         level_B = np.asarray(rows["level"], dtype=np.int64)
         dt_s_B = np.asarray(rows["dt"], dtype=np.int64) / NS
         # Per-group busy time and energy of the valid attempts, under the clock level of each step.
-        w_BN = w_by_level[0][:n]
+        w_BN = w_by_level[0][:n, ...]
         if len(w_by_level) > 1:
             lvl = xp.asarray(level_B)[:, None]
             for k in range(1, len(w_by_level)):
-                w_BN = xp.where(lvl == k, w_by_level[k][:n], w_BN)
+                w_BN = xp.where(lvl == k, w_by_level[k][:n, ...], w_BN)
         busy_BN = self.m * w_BN
-        self.busy_N += xp.sum(busy_BN, axis=0)
+        # Accumulate in integer ns and uJ: exact sums, so totals do not depend on how steps are batched.
+        self.busy_ns_N += xp.sum(xp.astype(xp.round(busy_BN * 1e9), xp.int64), axis=0)
         step_B = xp.asarray(dt_s_B)
         e_BN, gpu_w_B, peak_w_B = self.power.step_energy(busy_BN, step_B, xp.asarray(level_B), self.timing.fixed_s,
                                                          self.share_N)
-        self.energy_N += xp.sum(e_BN, axis=0)
+        self.energy_uj_N += xp.sum(xp.astype(xp.round(e_BN * 1e6), xp.int64), axis=0)
         gpu_w = to_numpy(gpu_w_B)
         facility_w = self.power.facility_w(gpu_w)
         peak_w = to_numpy(peak_w_B)
@@ -287,7 +288,7 @@ class FleetEngine:
         tokens = np.full(n, self.tokens_per_step, dtype=np.int64)
         t = self.totals
         t.attempts += n
-        t.energy_j += float(np.sum(facility_w * dt_s_B))
+        t.energy_uj += int(np.sum(np.round(facility_w * dt_s_B * 1e6).astype(np.int64)))
         peak_facility = self.power.facility_w(peak_w)
         t.peak_facility_w = max(t.peak_facility_w, float(np.max(peak_facility)) if n else 0.0)
         log_dt = np.log10(dt_s_B)

@@ -61,9 +61,9 @@ def run_fleet(job: JobSpec, out_dir: Path, config: dict[str, Any], xp: Any, prog
 def _write_gpus(engine: FleetEngine, out_dir: Path, config: dict[str, Any]) -> None:
     topo, timing, t = engine.topo, engine.timing, engine.totals
     tp = topo.tp
-    busy_G = np.repeat(to_numpy(engine.busy_N), tp)
+    busy_G = np.repeat(to_numpy(engine.busy_ns_N) / 1e9, tp)
     idle_s = (t.downtime_ns + t.checkpoint_ns) / NS
-    energy_G = np.repeat(to_numpy(engine.energy_N) / tp, tp) + engine.power.p_idle_T[topo.type_G] * idle_s
+    energy_G = np.repeat(to_numpy(engine.energy_uj_N) / 1e6 / tp, tp) + engine.power.p_idle_T[topo.type_G] * idle_s
     names = np.asarray(topo.type_names)[topo.type_G]
     write_table(out_dir / "gpus.arrow", with_metadata(GPUS_SCHEMA, config), {
         "gpu": np.arange(topo.num_gpus, dtype=np.int64), "node": topo.node_G(), "gpu_type": names.tolist(),
@@ -85,7 +85,7 @@ def fleet_summary(engine: FleetEngine, xp: Any) -> dict[str, Any]:
     wall_s = t.wall_ns / NS
     kept_s = (t.total_dt_ns - t.lost_dt_ns) / NS
     tokens = job.run.steps * job.tokens_per_step
-    energy_j = t.energy_j + engine.power.idle_energy_j
+    energy_j = t.energy_uj / 1e6 + engine.power.idle_energy_j
     fleet = {
         "steps": job.run.steps,
         "attempts": t.attempts,

@@ -16,11 +16,11 @@ class RunSpec:
     seed: int = 0
     backend: str = "auto"
     progress: bool = True
-    steps_per_batch: int = 256
-    """Steps the engine evaluates per array call and appends to the Arrow files at once."""
+    steps_per_batch: int = 0
+    """Steps the engine evaluates per array call and appends to the Arrow files at once (0: automatic)."""
 
     def __post_init__(self) -> None:
         require_non_negative(self.steps, "run.steps")
         require_non_negative(self.seed, "run.seed")
-        require(self.steps_per_batch >= 1, "run.steps_per_batch", self.steps_per_batch, "must be >= 1")
+        require(self.steps_per_batch >= 0, "run.steps_per_batch", self.steps_per_batch, "must be >= 0 (0: automatic)")
         require(self.backend in BACKENDS, "run.backend", self.backend, f"must be one of {', '.join(BACKENDS)}")
