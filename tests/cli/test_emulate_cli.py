@@ -35,7 +35,10 @@ def test_default_job_writes_the_contract_summary(tmp_path: Path) -> None:
         data["memory"]["per_gpu_bytes"])
     assert sum(data["nominal"]["breakdown_s"].values()) == pytest.approx(data["nominal"]["step_time_s"], rel=1e-9)
     assert data["config"]["model"]["name"] == "grok2"
-    assert "fleet" not in data and "power" not in data
+    assert {"steps", "mean_step_time_s", "p99_step_time_s", "tokens_per_s", "goodput", "interruptions"} <= set(
+        data["fleet"])
+    assert {"mean_facility_mw", "peak_facility_mw", "energy_mwh"} <= set(data["power"])
+    assert data["fleet"]["steps"] == data["config"]["run"]["steps"] > 0
 
 
 @pytest.mark.parametrize(
@@ -65,8 +68,17 @@ def test_bad_input_is_one_line_naming_the_key(tmp_path: Path, override: str, key
     assert summaries(tmp_path) == []
 
 
+def test_nominal_only_run_has_no_fleet_section(tmp_path: Path) -> None:
+    proc = run(["run.steps=0"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    [path] = summaries(tmp_path)
+    data = json.loads(path.read_text())
+    assert "fleet" not in data and "power" not in data
+    assert not list(path.parent.glob("*.arrow"))
+
+
 def test_layout_that_does_not_fit_is_a_result(tmp_path: Path) -> None:
-    proc = run(["parallel.zero=0", "parallel.recompute=none"], tmp_path)
+    proc = run(["parallel.zero=0", "parallel.recompute=none", "run.steps=0"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     [path] = summaries(tmp_path)
     data = json.loads(path.read_text())
