@@ -150,7 +150,7 @@ CLUSTER_KEYS = {"name", "num_gpus", "gpus_per_node", "gpu", "pools", "nic_gbps",
                 "scaleout_latency_us", "nvlink_domain", "nvlink_latency_us", "oversubscription", "source",
                 "speed_sigma", "jitter_sigma", "slow_node_fraction", "slow_node_slowdown", "placement",
                 "use_extra_memory"}
-CLUSTER_DEFAULTS = {"speed_sigma": 0.01, "jitter_sigma": 0.01, "slow_node_fraction": 0.001,
+CLUSTER_DEFAULTS = {"speed_sigma": 0.01, "jitter_sigma": 0.01, "slow_node_fraction": 0.0,
                     "slow_node_slowdown": 0.10, "placement": "rank_order", "use_extra_memory": True}
 
 

@@ -86,7 +86,7 @@ class ClusterConf:
     oversubscription: float = 1.0
     speed_sigma: float = 0.01
     jitter_sigma: float = 0.01
-    slow_node_fraction: float = 0.001
+    slow_node_fraction: float = 0.0
     slow_node_slowdown: float = 0.10
     placement: str = "rank_order"
     use_extra_memory: bool = True
