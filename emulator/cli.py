@@ -21,6 +21,7 @@ from emulator.backend import get_xp
 from emulator.config.compose import CONFIG_NAME, VERSION_BASE, compose_config
 from emulator.config.job import build_job, to_plain
 from emulator.config.schema import register
+from emulator.fleet.topology import Topology
 from emulator.paths import config_dir
 from emulator.report.console import print_summary
 from emulator.spec import ConfigError, JobSpec
@@ -41,6 +42,7 @@ def check_job(job: JobSpec) -> None:
     if job.run.steps == 0:
         return
     get_xp(job.run.backend)
+    Topology.of(job)
     res = evaluate_nominal(job)
     for name, st in res.by_gpu_type.items():
         m = st.memory
@@ -101,7 +103,11 @@ def _task(cfg: DictConfig) -> None:
     out_dir = Path(hc.runtime.output_dir)
     config: dict[str, Any] = to_plain(cfg)
     multirun = hc.mode.name == "MULTIRUN" if hc.mode is not None else False
-    summary = run_job(job, out_dir, config, progress=not multirun)
+    try:
+        summary = run_job(job, out_dir, config, progress=not multirun)
+    except ConfigError as err:
+        fail(err)
+        return
     print_summary(job, summary, out_dir)
 
 

@@ -3,8 +3,8 @@
 A draw is a hash of its coordinates, so results do not depend on the backend, on how steps are
 batched or on the order of evaluation. The hash is SplitMix64's finaliser (Steele, Lea & Flood,
 "Fast splittable pseudorandom number generators", OOPSLA 2014) applied to
-``seed * K1 + stream * K2 + counter``, using only uint64 array multiply, xor and shift, which wrap
-identically in NumPy, array-api-strict and CuPy.
+``key(seed, stream) + counter * golden``, where the key itself is a hash of seed and stream, using
+only uint64 array multiply, xor and shift, which wrap identically in NumPy, array-api-strict and CuPy.
 
 Suffix legend: ``_N`` one entry per draw.
 """
@@ -18,17 +18,31 @@ GOLDEN = 0x9E3779B97F4A7C15
 M1 = 0xBF58476D1CE4E5B9
 M2 = 0x94D049BB133111EB
 STREAM_MUL = 0xD1342543DE82EF95
-TWO_POW_53 = 9007199254740992.0
+TWO_POW_52 = 4503599627370496.0
 
 
 def _u64(xp: Any, value: int) -> Any:
     return xp.asarray(value % (1 << 64), dtype=xp.uint64)
 
 
+def mix64(value: int) -> int:
+    """SplitMix64's finaliser on one Python integer (mod 2^64)."""
+    z = value % (1 << 64)
+    z = ((z ^ (z >> 30)) * M1) % (1 << 64)
+    z = ((z ^ (z >> 27)) * M2) % (1 << 64)
+    return z ^ (z >> 31)
+
+
+def stream_key(seed: int, stream: int) -> int:
+    """A 64-bit key per (seed, stream), hashed so that neighbouring seeds or streams are unrelated
+    (adding seed and counter directly would make seed s+1 the draws of seed s shifted by one)."""
+    return mix64(mix64(seed + GOLDEN) ^ mix64(stream * STREAM_MUL + M1))
+
+
 def hash_u64(xp: Any, seed: int, stream: int, counter_N: Any) -> Any:
-    """SplitMix64 finaliser of (seed, stream, counter); ``counter_N`` is a uint64 array."""
+    """SplitMix64 finaliser of (key(seed, stream) + counter x golden); ``counter_N`` is a uint64 array."""
     z = counter_N * _u64(xp, GOLDEN)
-    z += _u64(xp, seed * GOLDEN + stream * STREAM_MUL + GOLDEN)
+    z += _u64(xp, stream_key(seed, stream))
     z ^= z >> _u64(xp, 30)
     z *= _u64(xp, M1)
     z ^= z >> _u64(xp, 27)
@@ -38,9 +52,11 @@ def hash_u64(xp: Any, seed: int, stream: int, counter_N: Any) -> Any:
 
 
 def uniform(xp: Any, seed: int, stream: int, counter_N: Any) -> Any:
-    """Uniform draws in the open interval (0, 1), float64, from the top 53 bits of the hash."""
-    bits = hash_u64(xp, seed, stream, counter_N) >> _u64(xp, 11)
-    return (xp.astype(bits, xp.float64) + 0.5) / TWO_POW_53
+    """Uniform draws in the open interval (0, 1), float64, from the top 52 bits of the hash:
+    ``(k + 0.5) / 2^52`` lies in [2^-53, 1 - 2^-53], both exactly representable (53 bits would let
+    the largest value round up to 1.0)."""
+    bits = hash_u64(xp, seed, stream, counter_N) >> _u64(xp, 12)
+    return (xp.astype(bits, xp.float64) + 0.5) / TWO_POW_52
 
 
 def normal(xp: Any, seed: int, stream: int, counter_N: Any) -> Any:

@@ -10,7 +10,7 @@ overhead per GPU) x PUE. The within-step peak is every GPU computing at once (th
 and the idle floor is what Llama 3's operators saw as tens of MW).
 
 Caps: a facility cap ``C`` (or a demand-response window's) leaves each GPU at most
-``L = (C / PUE - overhead) / G`` watts. A GPU whose compute power exceeds ``L`` lowers its clock;
+``L = (C / PUE - overhead) / G`` watts in every phase. A GPU whose compute power exceeds ``L`` lowers its clock;
 with dynamic power ~ f V^2 and V ~ f (DVFS), dynamic power goes as ``f^3``, so the clock factor is
 ``((L - P_idle) / (P_compute - P_idle))^(1/3)`` and compute time is divided by it.
 """
@@ -50,7 +50,7 @@ class PowerModel:
         self.idle_energy_j = 0.0
         type_N = topo.type_N
         self.p_idle_N = xp.asarray(self.p_idle_T[type_N])
-        self.p_comm_N = xp.asarray(self.p_comm_T[type_N])
+        self._p_comm_N = [xp.asarray(np.minimum(self.p_comm_T, self._limit(cap))[type_N]) for cap in caps]
         self._clock_T = [self._clock_T_for(cap) for cap in caps]
         self._p_compute_N = [xp.asarray(np.minimum(self.p_compute_T, self._limit(cap))[type_N]) for cap in caps]
         self._clock_N = [xp.asarray(c[type_N]) for c in self._clock_T]
@@ -89,11 +89,14 @@ class PowerModel:
         """Joules per TP group and step (B, N), mean GPU watts per step (B,), peak GPU watts (B,)."""
         xp, tp = self.xp, float(self.topo.tp)
         p_c = self._p_compute_N[0][None, :]
+        p_m = self._p_comm_N[0][None, :]
         for k in range(1, len(self._p_compute_N)):
-            p_c = xp.where((level_B == k)[:, None], self._p_compute_N[k][None, :], p_c)
+            at_k = (level_B == k)[:, None]
+            p_c = xp.where(at_k, self._p_compute_N[k][None, :], p_c)
+            p_m = xp.where(at_k, self._p_comm_N[k][None, :], p_m)
         idle_s = xp.maximum(step_B[:, None] - busy_BN - fixed_s, 0.0)
         e_BN = tp * (p_c * share_N[None, :] * busy_BN
-                     + self.p_comm_N[None, :] * ((1.0 - share_N[None, :]) * busy_BN + fixed_s)
+                     + p_m * ((1.0 - share_N[None, :]) * busy_BN + fixed_s)
                      + self.p_idle_N[None, :] * idle_s)
         gpu_w_B = xp.sum(e_BN, axis=1) / step_B
         peak_B = tp * xp.sum(p_c, axis=1) + 0.0 * step_B

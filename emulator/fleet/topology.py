@@ -62,5 +62,12 @@ class Topology:
             type_G = np.searchsorted(replica_bounds, replica_G, side="right")
         else:
             type_G = np.searchsorted(np.cumsum(sizes), gpu, side="right")
+        gpn = cl.gpus_per_node
+        whole_nodes = type_G[: (G // gpn) * gpn].reshape(-1, gpn)
+        mixed_nodes = np.flatnonzero((whole_nodes != whole_nodes[:, :1]).any(axis=1))
+        if mixed_nodes.size:
+            raise ConfigError("cluster.placement", cl.placement,
+                              f"puts two GPU types on node {int(mixed_nodes[0])}: with tp={tp}, pp={pp} each pool "
+                              f"must hold whole nodes of its replicas (try placement=rank_order)")
         type_N = type_G[::tp].copy()
         return cls(G, tp, pp, R, cl.gpus_per_node, names, type_G.astype(np.int64), type_N.astype(np.int64))

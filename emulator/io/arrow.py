@@ -96,6 +96,8 @@ def read_stream(path: Path, schema: pa.Schema | None = None) -> pa.Table:
                     batches.append(reader.read_next_batch())
                 except StopIteration:
                     break
+                except (pa.ArrowInvalid, OSError):  # a batch cut off by a killed writer: keep the rest
+                    break
     except (pa.ArrowInvalid, OSError):
         read_schema = schema
         if read_schema is None:
