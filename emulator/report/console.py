@@ -40,6 +40,16 @@ def print_summary(job: JobSpec, summary: dict[str, Any], out_dir: Path, console:
     con.print(f"memory per GPU {per['total'] / GB:.1f} GB of {mem['capacity_bytes'] / GB:.0f} GB {verdict} "
               f"(weights {per['weights'] / GB:.1f}, grads {per['gradients'] / GB:.1f}, optimizer "
               f"{per['optimizer'] / GB:.1f}, activations {per['activations'] / GB:.1f}, other {per['other'] / GB:.1f})")
+    if "fleet" in summary:
+        f, pw = summary["fleet"], summary["power"]
+        con.print(f"fleet: {f['steps']:,} steps ({f['attempts']:,} attempts) in {f['wall_time_s'] / 3600:.2f} h | "
+                  f"mean step {f['mean_step_time_s']:.3f} s (p99 {f['p99_step_time_s']:.3f}) | tokens/s "
+                  f"{f['tokens_per_s']:,.0f} | goodput {f['goodput']:.1%} | {f['interruptions']} interruptions | "
+                  f"checkpoint every {f['checkpoint_interval_steps']} steps")
+        con.print(f"power: mean {pw['mean_facility_mw']:.1f} MW, peak {pw['peak_facility_mw']:.1f} MW, idle floor "
+                  f"{pw['idle_facility_mw']:.1f} MW | {pw['energy_mwh']:.1f} MWh | "
+                  f"{pw['energy_per_token_j']:.2f} J/token")
     if "time_to_train_days" in summary:
-        con.print(f"time to train: {summary['time_to_train_days']:.1f} days (nominal, no failures)")
+        basis = "emulated fleet rate" if "fleet" in summary else "nominal, no failures"
+        con.print(f"time to train: {summary['time_to_train_days']:.1f} days ({basis})")
     con.print(f"wrote {out_dir / 'summary.json'}")
