@@ -2,7 +2,12 @@
 
 Megatron-Core splits ``L`` layers evenly over ``pp`` stages; when ``pp`` does not divide ``L``,
 published runs (Llama 3 405B: 126 layers on 16 stages) give the first and the last stage fewer
-layers, since they also carry the embedding and the output layer + loss. With ``c = ceil(L/pp)``
+layers, since they also carry the embedding and the output layer + loss.
+
+Multi-token prediction (DeepSeek-V3, ``mtp_layers``): each MTP module is one more transformer layer
+(MoE in an MoE model), a 2h -> h projection and another pass of the shared output head, all on the
+last stage (DeepSeek-AI 2024, Sec. 2.2); :func:`StageLayers.of` adds the layers there and the
+output head count is ``1 + mtp_layers``. With ``c = ceil(L/pp)``
 and ``slack = pp*c - L``: middle stages hold ``c`` layers, the first ``c - floor(slack/2)``, the
 last ``c - ceil(slack/2)`` (never below 0). The leading dense layers of an MoE model sit on the
 first stage. With interleaving (vpp > 1) each stage holds the same total, in ``vpp`` chunks.
@@ -39,11 +44,12 @@ class StageLayers:
         single = lay.pp_L == 1.0
         first_L = where(single, L, first_L, xp)
         last_L = where(single, L, last_L, xp)
+        mtp = float(model.mtp_layers)
         if not model.is_moe:
             zero_L = xp.zeros_like(c_L)
-            return cls(first_L, zero_L, c_L, zero_L, last_L, zero_L)
+            return cls(first_L + where(single, mtp, 0.0, xp), zero_L, c_L, zero_L, last_L + mtp, zero_L)
         nd = float(model.num_dense_layers)
         first_dense_L = xp.minimum(first_L, nd)
         last_dense_L = where(single, first_dense_L, 0.0, xp)
-        return cls(first_dense_L, first_L - first_dense_L, xp.zeros_like(c_L), c_L,
-                   last_dense_L, last_L - last_dense_L)
+        first_moe_L = first_L - first_dense_L + where(single, mtp, 0.0, xp)
+        return cls(first_dense_L, first_moe_L, xp.zeros_like(c_L), c_L, last_dense_L, last_L - last_dense_L + mtp)

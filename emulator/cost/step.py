@@ -187,10 +187,11 @@ def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: Gpu
         return parts
 
     zero_L = xp.zeros_like(lay.tp_L)
+    heads = 1.0 + float(model.mtp_layers)  # output-head passes: the main one and one per MTP module
     stages = (
-        stage(st.first_dense_L, st.first_moe_L, 1.0, where(single_L, 1.0, 0.0, xp)),
+        stage(st.first_dense_L, st.first_moe_L, 1.0, where(single_L, heads, 0.0, xp)),
         stage(st.mid_dense_L, st.mid_moe_L, zero_L, zero_L),
-        stage(st.last_dense_L, st.last_moe_L, zero_L, 1.0),
+        stage(st.last_dense_L, st.last_moe_L, zero_L, heads),
     )
     heavy = stages[0]
     heavy_total = sum(v for k, v in heavy.items() if k != "memory_bound")

@@ -43,10 +43,10 @@ def test_single_stage_holds_everything() -> None:
 
 def test_deepseek_v3_dense_layers_on_the_first_stage() -> None:
     """DeepSeek-V3: 61 layers, 3 dense then 58 MoE, on 16 stages: c = 4, slack = 3: first 3 (all dense),
-    middle 4 MoE, last 2 MoE; 3 + 14 x 4 + 2 = 61."""
+    middle 4 MoE, last 2 MoE plus the MTP module's MoE layer (mtp_layers=1); 3 + 14 x 4 + 2 = 61 (+1 MTP)."""
     fd, fm, md, mm, ld, lm = counts("deepseek_v3", pp=16, dp=8, ep=8)
-    assert (fd, fm, md, mm, ld, lm) == (3, 0, 0, 4, 0, 2)
-    assert fd + fm + 14 * (md + mm) + ld + lm == 61
+    assert (fd, fm, md, mm, ld, lm) == (3, 0, 0, 4, 0, 3)
+    assert fd + fm + 14 * (md + mm) + ld + lm == 61 + 1
 
 
 def test_interleaving_keeps_layers_per_stage() -> None:
