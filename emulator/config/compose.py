@@ -23,12 +23,12 @@ CONFIG_NAME = "emulate"
 VERSION_BASE = "1.3"
 
 
-def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
-    """Compose ``configs/emulate.yaml`` with ``overrides`` (raises ConfigError on bad input)."""
+def compose_config(overrides: Sequence[str] = (), config_name: str = CONFIG_NAME) -> DictConfig:
+    """Compose ``configs/<config_name>.yaml`` with ``overrides`` (raises ConfigError on bad input)."""
     register()
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base=VERSION_BASE):
-            cfg = compose(config_name=CONFIG_NAME, overrides=list(overrides))
+            cfg = compose(config_name=config_name, overrides=list(overrides))
         OmegaConf.resolve(cfg)
         return cfg
     except (HydraException, OmegaConfBaseException, ValueError) as exc:

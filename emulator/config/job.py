@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -18,6 +19,8 @@ from emulator.config.build import (
     train_from_dict,
 )
 from emulator.spec import ClusterSpec, ConfigError, GpuSpec, JobSpec
+from emulator.spec.job import check_power
+from emulator.spec.search import SearchJob, SearchSpec
 
 GROUPS = ("model", "gpu", "cluster", "parallel", "train", "run", "reliability", "power")
 
@@ -38,7 +41,29 @@ def _pool_gpu(index: int, name: str) -> GpuSpec:
 
 def build_job(cfg: DictConfig | dict[str, Any]) -> JobSpec:
     """Validate a composed config and build the JobSpec (raises ConfigError with one clear line)."""
+    parts = build_parts(cfg)
+    model, cluster = parts["model"], parts["cluster"]
+    par_data = dict(parts["parallel_data"])
+    tp = par_data.get("tp", 1)
+    if isinstance(tp, int) and tp > 0 and model.num_heads % tp:
+        raise ConfigError("parallel.tp", tp, f"must divide model.num_heads={model.num_heads}")
+    par_data["dp"] = _resolve_dp(par_data, cluster.num_gpus)
+    parallel = parallel_from_dict(par_data)
+    return JobSpec(model=model, cluster=cluster, parallel=parallel, train=parts["train"], run=parts["run"],
+                   reliability=parts["reliability"], power=parts["power"])
+
+
+def build_search_job(cfg: DictConfig | dict[str, Any]) -> SearchJob:
+    """The job of a layout search: everything but the parallel group, which the search replaces."""
+    parts = build_parts(cfg)
+    return SearchJob(model=parts["model"], cluster=parts["cluster"], train=parts["train"], run=parts["run"],
+                     power=parts["power"])
+
+
+def build_parts(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    """Every group but ``parallel`` validated into its spec (``parallel_data`` is left raw)."""
     data = to_plain(cfg) if isinstance(cfg, DictConfig) else cfg
+    data = {k: v for k, v in data.items() if k != "search"}
     for key in data:
         if key not in GROUPS:
             raise ConfigError(key, data[key], f"unknown top-level key; allowed: {', '.join(GROUPS)}")
@@ -52,20 +77,16 @@ def build_job(cfg: DictConfig | dict[str, Any]) -> JobSpec:
 
     cluster: ClusterSpec = cluster_from_dict(cluster_data, gpu, by_name)
     model = model_from_dict(data["model"])
-    par_data = dict(data["parallel"])
-    tp = par_data.get("tp", 1)
-    if isinstance(tp, int) and tp > 0 and model.num_heads % tp:
-        raise ConfigError("parallel.tp", tp, f"must divide model.num_heads={model.num_heads}")
-    par_data["dp"] = _resolve_dp(par_data, cluster.num_gpus)
-    parallel = parallel_from_dict(par_data)
     train = train_from_dict(data["train"])
     run = run_from_dict(data["run"])
     rel_data = data.get("reliability") or {}
     reliability = reliability_from_dict(
         rel_data, model.total_params() * float(rel_data.get("checkpoint_bytes_per_param", 14.0))) if rel_data else None
     power = power_from_dict(data["power"]) if data.get("power") else None
-    return JobSpec(model=model, cluster=cluster, parallel=parallel, train=train, run=run, reliability=reliability,
-                   power=power)
+    if power is not None:
+        check_power(cluster, power)
+    return {"model": model, "cluster": cluster, "parallel_data": data["parallel"], "train": train, "run": run,
+            "reliability": reliability, "power": power}
 
 
 def _resolve_dp(par: dict[str, Any], num_gpus: int) -> int:
@@ -84,3 +105,19 @@ def _resolve_dp(par: dict[str, Any], num_gpus: int) -> int:
     if num_gpus % others:
         raise ConfigError("parallel.dp", -1, f"tp x pp x cp = {others} must divide cluster.num_gpus={num_gpus}")
     return num_gpus // others
+
+
+def build_search(cfg: DictConfig | dict[str, Any]) -> SearchSpec:
+    """The ``search`` group as a validated SearchSpec."""
+    data = to_plain(cfg) if isinstance(cfg, DictConfig) else cfg
+    raw = dict(data.get("search") or {})
+    allowed = {f.name for f in fields(SearchSpec)}
+    for key, value in raw.items():
+        if key not in allowed:
+            raise ConfigError(f"search.{key}", value, f"unknown key; allowed: {', '.join(sorted(allowed))}")
+    for key in ("tp", "pp", "cp", "ep", "vpp", "micro_batch", "zero", "recompute"):
+        value = raw.get(key, [])
+        if isinstance(value, (int, str)):
+            value = [value]
+        raw[key] = tuple(value)
+    return SearchSpec(**raw)

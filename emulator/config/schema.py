@@ -175,7 +175,30 @@ class EmulateConf:
     power: PowerConf = field(default_factory=PowerConf)
 
 
+@dataclass
+class SearchConf:
+    tp: list[int] = field(default_factory=list)
+    pp: list[int] = field(default_factory=list)
+    cp: list[int] = field(default_factory=list)
+    ep: list[int] = field(default_factory=list)
+    vpp: list[int] = field(default_factory=list)
+    micro_batch: list[int] = field(default_factory=list)
+    zero: list[int] = field(default_factory=list)
+    recompute: list[str] = field(default_factory=list)
+    max_gpus: int = 0
+    objective: str = "tokens_per_s"
+    must_fit: bool = True
+    top: int = 10
+    chunk: int = 250_000
+
+
+@dataclass
+class SearchAppConf(EmulateConf):
+    search: SearchConf = field(default_factory=SearchConf)
+
+
 SCHEMA_NAME = "emulate_schema"
+SEARCH_SCHEMA_NAME = "search_schema"
 _registered = False
 
 
@@ -185,4 +208,5 @@ def register() -> None:
     if _registered:
         return
     ConfigStore.instance().store(name=SCHEMA_NAME, node=EmulateConf)
+    ConfigStore.instance().store(name=SEARCH_SCHEMA_NAME, node=SearchAppConf)
     _registered = True

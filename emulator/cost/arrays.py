@@ -15,9 +15,16 @@ def as_float(mask: Any, xp: Any) -> Any:
 
 
 def where(cond: Any, a: Any, b: Any, xp: Any) -> Any:
-    """``xp.where`` that accepts Python scalars for either branch."""
-    if not hasattr(a, "shape"):
-        a = xp.full(cond.shape, float(a), dtype=xp.float64)
-    if not hasattr(b, "shape"):
-        b = xp.full(cond.shape, float(b), dtype=xp.float64)
+    """``xp.where`` that accepts Python scalars for either branch.
+
+    Two scalars (which the array API does not allow) become ``b + (a - b) * cond`` in one pass; one
+    scalar is passed through (allowed), as a 0-d array of the other branch's dtype.
+    """
+    a_arr, b_arr = hasattr(a, "shape"), hasattr(b, "shape")
+    if not a_arr and not b_arr:
+        return as_float(cond, xp) * (float(a) - float(b)) + float(b)
+    if not a_arr:
+        a = xp.asarray(float(a), dtype=xp.float64)
+    if not b_arr:
+        b = xp.asarray(float(b), dtype=xp.float64)
     return xp.where(cond, a, b)

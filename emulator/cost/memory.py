@@ -173,8 +173,9 @@ def memory_per_gpu(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: Gp
         act = inflight * (n_dense * dense_act + n_moe * moe_act) + recompute_peak_L + last_L
         if first:
             act = act + inflight * embed_act_L
-        return (*_state_bytes(params, lay, train, xp), act)
+        return (*_state_bytes(params, shards, train), act)
 
+    shards = Sharding.of(lay, model.is_moe, xp)
     first = stage(st.first_dense_L, st.first_moe_L, True, where(single_L, logits_L, 0.0, xp), inflight_L)
     last = stage(st.last_dense_L, st.last_moe_L, False, logits_L, 1.0)
     mid = stage(st.mid_dense_L, st.mid_moe_L, False, xp.zeros_like(logits_L), inflight_mid_L)
@@ -197,19 +198,32 @@ def _pick(a: tuple[tuple[Any, ...], Any], b: tuple[tuple[Any, ...], Any], xp: An
     return parts, where(take_b, b[1], a[1], xp)
 
 
-def _state_bytes(params: StageParams, lay: LayoutBatch, train: TrainSpec, xp: Any) -> tuple[Any, Any, Any]:
-    """Weights, gradients and optimizer bytes after ZeRO sharding."""
-    n_dense_L = lay.dp_L * lay.cp_L
-    n_exp_L = n_dense_L / lay.ep_L
-    z = lay.zero_L
+@dataclass(frozen=True)
+class Sharding:
+    """Divisors of each ZeRO stage per layout: ``N`` replicas where the stage shards, else 1."""
+
+    dense_L: dict[float, Any]
+    expert_L: dict[float, Any] | None
+
+    @classmethod
+    def of(cls, lay: LayoutBatch, moe: bool, xp: Any) -> Sharding:
+        n_dense_L = lay.dp_L * lay.cp_L
+        dense = {s: 1.0 + as_float(lay.zero_L >= s, xp) * (n_dense_L - 1.0) for s in (1.0, 2.0, 3.0)}
+        if not moe:
+            return cls(dense, None)
+        n_exp_L = n_dense_L / lay.ep_L
+        return cls(dense, {s: 1.0 + as_float(lay.zero_L >= s, xp) * (n_exp_L - 1.0) for s in (1.0, 2.0, 3.0)})
+
+
+def _state_bytes(params: StageParams, shards: Sharding, train: TrainSpec) -> tuple[Any, Any, Any]:
+    """Weights, gradients and optimizer bytes after ZeRO sharding (weights shard at stage 3, gradients at
+    2, optimizer state at 1)."""
     wbytes = WEIGHT_BYTES + (FP8_WEIGHT_COPY_BYTES if train.precision == "fp8" else 0.0)
-
-    def shard(count_L: Any, n_L: Any, per: float, stage: float) -> Any:
-        return count_L * per / (1.0 + as_float(z >= stage, xp) * (n_L - 1.0))
-
-    weights = shard(params.dense_L, n_dense_L, wbytes, 3.0) + shard(params.expert_L, n_exp_L, wbytes, 3.0)
     gb = float(train.grad_reduce_bytes)
-    grads = shard(params.dense_L, n_dense_L, gb, 2.0) + shard(params.expert_L, n_exp_L, gb, 2.0)
-    opt = shard(params.dense_L, n_dense_L, OPTIMIZER_BYTES, 1.0) + shard(params.expert_L, n_exp_L,
-                                                                           OPTIMIZER_BYTES, 1.0)
-    return weights, grads, opt
+    out = []
+    for per, stage in ((wbytes, 3.0), (gb, 2.0), (OPTIMIZER_BYTES, 1.0)):
+        value = params.dense_L * per / shards.dense_L[stage]
+        if shards.expert_L is not None:
+            value = value + params.expert_L * per / shards.expert_L[stage]
+        out.append(value)
+    return out[0], out[1], out[2]

@@ -29,7 +29,7 @@ Overlap rules (Megatron-Core defaults, each switchable in ``parallel``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from emulator.cost.arrays import as_float, where
@@ -159,13 +159,38 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
                      idle)
 
 
+LAYER_KEY_RADIX = (("tp_L", 1024.0), ("cp_L", 1024.0), ("ep_L", 1024.0), ("mb_L", 1024.0), ("sp_L", 2.0),
+                   ("recompute_L", 4.0), ("tp_overlap_L", 2.0))
+"""The layout fields a layer's time depends on (pp, dp, vpp and zero do not enter it) and the radix of
+each in the combined key: 1024^4 * 16 < 2^53, so the key is exact in float64."""
+
+
+def unique_layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpec, fabric: Fabric, xp: Any,
+                      moe: bool) -> LayerTime:
+    """:func:`layer_time` evaluated once per distinct combination of :data:`LAYER_KEY_FIELDS` and
+    gathered back to every layout (exact: the same arithmetic on the same inputs). A search chunk has
+    thousands of layouts but a few dozen distinct layer shapes."""
+    if lay.size <= 64 or any(float(xp.max(getattr(lay, name))) >= radix for name, radix in LAYER_KEY_RADIX):
+        return layer_time(model, train, lay, gpu, fabric, xp, moe)
+    key = xp.zeros_like(lay.tp_L)
+    for name, radix in LAYER_KEY_RADIX:  # mixed radix over small non-negative integers: exact in float64
+        key = key * radix + getattr(lay, name)
+    uniq = xp.unique_all(key)
+    if uniq.values.shape[0] * 4 > lay.size:
+        return layer_time(model, train, lay, gpu, fabric, xp, moe)
+    first, inverse = uniq.indices, xp.reshape(uniq.inverse_indices, (-1,))
+    small = LayoutBatch(**{f.name: xp.take(getattr(lay, f.name), first) for f in fields(LayoutBatch)})
+    lt = layer_time(model, train, small, gpu, fabric, xp, moe)
+    return LayerTime(**{f.name: xp.take(getattr(lt, f.name), inverse) for f in fields(LayerTime)})
+
+
 def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: GpuSpec, lay: LayoutBatch,
               xp: Any) -> StepTime:
     """Nominal step of every layout in ``lay`` when all GPUs are of type ``gpu``."""
     fabric = Fabric.of(cluster, gpu)
-    moe = layer_time(model, train, lay, gpu, fabric, xp, moe=True) if model.is_moe else None
+    moe = unique_layer_time(model, train, lay, gpu, fabric, xp, moe=True) if model.is_moe else None
     has_dense = not model.is_moe or model.num_dense_layers > 0
-    dense = layer_time(model, train, lay, gpu, fabric, xp, moe=False) if has_dense else moe
+    dense = unique_layer_time(model, train, lay, gpu, fabric, xp, moe=False) if has_dense else moe
     assert dense is not None
     moe = dense if moe is None else moe
     emb = block_time(embedding_ops(model, train, lay, xp), gpu, train.precision, xp)
@@ -180,6 +205,9 @@ def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: Gpu
             + first * (emb.fwd_s_L + emb.bwd_s_L) + last * (out.fwd_s_L + out.bwd_s_L),
         }
         for kind in ("tp", "cp", "ep"):
+            if kind == "ep" and not model.is_moe:
+                parts["ep_comm"] = xp.zeros_like(lay.tp_L)
+                continue
             parts[f"{kind}_comm"] = n_dense * dense.comm_s(kind, rc, xp) + n_moe * moe.comm_s(kind, rc, xp)
         parts["other"] = n_dense * dense.host_idle_s_L + n_moe * moe.host_idle_s_L
         parts["memory_bound"] = n_dense * dense.memory_bound_s_L + n_moe * moe.memory_bound_s_L \
@@ -216,8 +244,11 @@ def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: Gpu
                           xp.maximum(xp.maximum(st.first_moe_L, st.mid_moe_L), st.last_moe_L), True, True, xp)
     t_fb_one = heavy_total  # one micro-batch through every layer of the heaviest stage
     breakdown["dp_comm"] = _dp_exposed(params.dense_L, lay.dp_L * lay.cp_L, lay.tp_L, train, lay, fabric, m_L,
-                                       t_fb_one, xp) + _dp_exposed(
-        params.expert_L, lay.dp_L * lay.cp_L / lay.ep_L, lay.tp_L * lay.ep_L, train, lay, fabric, m_L, t_fb_one, xp)
+                                       t_fb_one, xp)
+    if model.is_moe:
+        breakdown["dp_comm"] = breakdown["dp_comm"] + _dp_exposed(
+            params.expert_L, lay.dp_L * lay.cp_L / lay.ep_L, lay.tp_L * lay.ep_L, train, lay, fabric, m_L, t_fb_one,
+            xp)
     n_dense_rep = lay.dp_L * lay.cp_L
     shard_dense = 1.0 + as_float(lay.zero_L >= 1.0, xp) * (n_dense_rep - 1.0)
     shard_exp = 1.0 + as_float(lay.zero_L >= 1.0, xp) * (n_dense_rep / lay.ep_L - 1.0)

@@ -1,0 +1,148 @@
+"""Evaluate every layout of the space in chunks, stream them to layouts.arrow, keep the best.
+
+The objective of a layout (higher is better):
+- tokens_per_s: global batch tokens / nominal step;
+- tokens_per_s_per_watt: tokens/s over the site power of the nominal step (GPU power by phase:
+  compute at ``compute_fraction_of_tdp``, exposed communication at ``comm_fraction_of_tdp``, bubble,
+  optimizer and host idle at idle power; plus host and network overhead; times PUE);
+- time_to_train: the negative of ``train.total_tokens / tokens_per_s`` in days.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from emulator.backend import to_numpy
+from emulator.cost.layout import LayoutBatch
+from emulator.cost.step import nominal
+from emulator.io.arrow import StreamWriter
+from emulator.search.space import Space, build_space
+from emulator.spec import ClusterSpec, ConfigError, PoolSpec
+from emulator.spec.parallel import RECOMPUTE_MODES
+from emulator.spec.search import SearchJob, SearchSpec
+
+LAYOUTS_SCHEMA = pa.schema([
+    ("tp", pa.int64()), ("pp", pa.int64()), ("dp", pa.int64()), ("cp", pa.int64()), ("ep", pa.int64()),
+    ("vpp", pa.int64()), ("micro_batch", pa.int64()), ("zero", pa.int64()), ("recompute", pa.string()),
+    ("fits", pa.bool_()), ("step_time_s", pa.float64()), ("tokens_per_s", pa.float64()), ("mfu", pa.float64()),
+    ("memory_bytes", pa.float64()), ("facility_power_mw", pa.float64()), ("objective", pa.float64()),
+])
+COMM_KEYS = ("tp_comm", "pp_comm", "dp_comm", "cp_comm", "ep_comm")
+IDLE_KEYS = ("bubble", "optimizer", "other")
+
+
+@dataclass
+class SearchResult:
+    num_gpus: int
+    grid_points: int
+    layouts: int = 0
+    fitting: int = 0
+    seconds: float = 0.0
+    best: list[dict[str, Any]] = field(default_factory=list)
+
+
+def search_cluster(job: SearchJob, search: SearchSpec) -> ClusterSpec:
+    """The cluster the search sizes layouts for (``search.max_gpus`` resizes a homogeneous one)."""
+    cl = job.cluster
+    if not search.max_gpus or search.max_gpus == cl.num_gpus:
+        return cl
+    if cl.is_mixed:
+        raise ConfigError("search.max_gpus", search.max_gpus, "applies to a homogeneous cluster (pools are fixed)")
+    if search.max_gpus % cl.gpus_per_node:
+        raise ConfigError("search.max_gpus", search.max_gpus,
+                          f"must be a multiple of cluster.gpus_per_node={cl.gpus_per_node}")
+    pool = PoolSpec(gpu=cl.pools[0].gpu, num_gpus=search.max_gpus)
+    return dataclasses.replace(cl, num_gpus=search.max_gpus, pools=(pool,))
+
+
+def evaluate_chunk(job: SearchJob, cluster: ClusterSpec, cols: dict[str, np.ndarray], search: SearchSpec,
+                   xp: Any) -> dict[str, np.ndarray]:
+    """Cost-model columns of one chunk of valid layouts (host arrays)."""
+    lay = LayoutBatch.from_columns(
+        xp, tp_L=xp.asarray(cols["tp"]), pp_L=xp.asarray(cols["pp"]), dp_L=xp.asarray(cols["dp"]),
+        cp_L=xp.asarray(cols["cp"]), ep_L=xp.asarray(cols["ep"]), vpp_L=xp.asarray(cols["vpp"]),
+        mb_L=xp.asarray(cols["micro_batch"]), zero_L=xp.asarray(cols["zero"]),
+        recompute_L=xp.asarray(cols["recompute"]), sp_L=xp.asarray((cols["tp"] > 1.0).astype(np.float64)))
+    res = nominal(job.model, job.train, cluster, lay, xp)
+    step = to_numpy(res.step_time_s_L)
+    fits = np.ones(step.shape, dtype=bool)
+    mem = np.zeros(step.shape)
+    for st in res.by_gpu_type.values():
+        fits &= to_numpy(st.memory.fits_L).astype(bool)
+        mem = np.maximum(mem, to_numpy(st.memory.total_L))
+    tokens = to_numpy(res.tokens_per_s_L)
+    power_w = _site_power_w(job, cluster, {k: to_numpy(v) for k, v in res.breakdown_s.items()}, step)
+    if search.objective == "tokens_per_s":
+        objective = tokens
+    elif search.objective == "tokens_per_s_per_watt":
+        objective = tokens / power_w
+    else:
+        objective = -job.train.total_tokens / tokens / 86400.0
+    return {"step_time_s": step, "tokens_per_s": tokens, "mfu": to_numpy(res.mfu_L), "fits": fits,
+            "memory_bytes": mem, "facility_power_mw": power_w / 1e6, "objective": objective}
+
+
+def _site_power_w(job: SearchJob, cluster: ClusterSpec, b: dict[str, np.ndarray], step: np.ndarray) -> np.ndarray:
+    pw = job.power
+    compute_frac = pw.compute_fraction_of_tdp if pw else 1.0
+    comm_frac = pw.comm_fraction_of_tdp if pw else 0.35
+    overhead = (pw.host_w_per_gpu + pw.network_w_per_gpu) if pw else 0.0
+    pue = pw.pue if pw else 1.0
+    total = np.zeros(step.shape)
+    for pool in cluster.pools:
+        g = pool.gpu
+        comm = sum(b[k] for k in COMM_KEYS)
+        idle = sum(b[k] for k in IDLE_KEYS)
+        energy = (compute_frac * g.tdp_w * b["compute"] + max(g.idle_w, comm_frac * g.tdp_w) * comm
+                  + g.idle_w * idle)
+        total = total + pool.num_gpus * (energy / step + overhead)
+    return total * pue
+
+
+def run_search(job: SearchJob, search: SearchSpec, out_dir: Path | None, xp: Any) -> SearchResult:
+    """Rank every valid layout; write ``layouts.arrow`` (best first) when ``out_dir`` is given."""
+    job.check(search)
+    cluster = search_cluster(job, search)
+    space: Space = build_space(job.model, job.train, cluster, search)
+    result = SearchResult(num_gpus=cluster.num_gpus, grid_points=space.size)
+    writer = StreamWriter(out_dir / "layouts.arrow", LAYOUTS_SCHEMA) if out_dir is not None else None
+    best: pa.Table | None = None
+    t0 = time.perf_counter()
+    for cols in space.chunks(search.chunk, job.model, job.train):
+        out = evaluate_chunk(job, cluster, cols, search, xp)
+        rows = {
+            "tp": cols["tp"].astype(np.int64), "pp": cols["pp"].astype(np.int64), "dp": cols["dp"].astype(np.int64),
+            "cp": cols["cp"].astype(np.int64), "ep": cols["ep"].astype(np.int64), "vpp": cols["vpp"].astype(np.int64),
+            "micro_batch": cols["micro_batch"].astype(np.int64), "zero": cols["zero"].astype(np.int64),
+            "recompute": np.asarray(RECOMPUTE_MODES)[cols["recompute"].astype(np.int64)].tolist(), **out,
+        }
+        result.layouts += len(cols["tp"])
+        result.fitting += int(out["fits"].sum())
+        if writer is not None:
+            writer.append(rows)
+        chunk_table = pa.table({f.name: pa.array(rows[f.name], type=f.type) for f in LAYOUTS_SCHEMA},
+                               schema=LAYOUTS_SCHEMA)
+        if search.must_fit:
+            chunk_table = chunk_table.filter(pc.field("fits"))
+        top = _top(chunk_table, search.top)
+        best = top if best is None else _top(pa.concat_tables([best, top]), search.top)
+    result.seconds = time.perf_counter() - t0
+    result.best = best.to_pylist() if best is not None else []
+    if writer is not None:
+        writer.finalize(lambda t: t.sort_by([("fits", "descending"), ("objective", "descending")]))
+    return result
+
+
+def _top(table: pa.Table, k: int) -> pa.Table:
+    if table.num_rows <= k:
+        return table.sort_by([("objective", "descending")])
+    idx = pc.select_k_unstable(table, k, [("objective", "descending")])
+    return table.take(idx).sort_by([("objective", "descending")])

@@ -1,0 +1,109 @@
+"""Thin Hydra entry point: ``emulate-search`` ranks every valid layout of a job.
+
+Writes ``layouts.arrow`` (best first) and ``search.json`` into the Hydra run directory and prints the
+top layouts. Bad input, or a request no layout can meet, is one line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.table import Table
+
+from emulator import __version__
+from emulator.backend import backend_name, get_xp
+from emulator.cli import EXIT_BAD_INPUT, _overrides
+from emulator.config.compose import VERSION_BASE, compose_config
+from emulator.config.job import build_search, build_search_job, to_plain
+from emulator.config.schema import register
+from emulator.io.summary import write_json_atomic
+from emulator.paths import config_dir
+from emulator.search.ranker import SearchResult, run_search
+from emulator.spec import ConfigError
+from emulator.spec.search import SearchJob, SearchSpec
+
+CONFIG_NAME = "emulate_search"
+
+
+def fail(error: ConfigError) -> None:
+    print(f"emulate-search: error: {error}", file=sys.stderr)
+    raise SystemExit(EXIT_BAD_INPUT)
+
+
+def explain_empty(job: SearchJob, search: SearchSpec, result: SearchResult) -> ConfigError:
+    """One line that says why nothing could be ranked."""
+    where = f"{result.num_gpus} GPUs"
+    if result.layouts == 0:
+        return ConfigError("search", f"{job.model.name} on {where}",
+                           f"no valid layout: tp x pp x cp must divide the GPU count and train.global_batch="
+                           f"{job.train.global_batch} must be a multiple of dp x micro_batch; relax the constraints")
+    return ConfigError("search", f"{job.model.name} on {where}",
+                       f"none of the {result.layouts:,} valid layouts fits in HBM: the GPU budget is below what the "
+                       f"model needs with these settings (search.must_fit=false ranks them anyway)")
+
+
+def search_job(cfg: DictConfig | dict[str, Any], out_dir: Path | None) -> tuple[SearchJob, SearchResult]:
+    job = build_search_job(cfg)
+    search = build_search(cfg)
+    xp = get_xp(job.run.backend)
+    result = run_search(job, search, out_dir, xp)
+    if not result.best:
+        raise explain_empty(job, search, result)
+    return job, result
+
+
+def print_top(job: SearchJob, search: SearchSpec, result: SearchResult, console: Console | None = None) -> None:
+    con = console or Console(width=None if sys.stdout.isatty() else 160)
+    con.print(f"[bold]{job.model.name}[/bold] on {result.num_gpus:,} GPUs: {result.layouts:,} valid layouts "
+              f"({result.fitting:,} fit) of {result.grid_points:,} grid points in {result.seconds:.2f} s "
+              f"({result.layouts / max(result.seconds, 1e-9):,.0f} layouts/s); objective {search.objective}")
+    t = Table(show_header=True, header_style="bold")
+    for col in ("#", "tp", "pp", "dp", "cp", "ep", "vpp", "mb", "zero", "recompute", "step s", "tokens/s", "MFU",
+                "GB/GPU"):
+        t.add_column(col, justify="right")
+    for i, row in enumerate(result.best, 1):
+        t.add_row(str(i), *(str(row[k]) for k in ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "zero")),
+                  row["recompute"], f"{row['step_time_s']:.3f}", f"{row['tokens_per_s']:,.0f}", f"{row['mfu']:.1%}",
+                  f"{row['memory_bytes'] / 1e9:.1f}")
+    con.print(t)
+
+
+@hydra.main(version_base=VERSION_BASE, config_path=str(config_dir()), config_name=CONFIG_NAME)
+def _task(cfg: DictConfig) -> None:
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        job, result = search_job(cfg, out_dir)
+        search = build_search(cfg)
+    except ConfigError as err:
+        fail(err)
+        return
+    summary = {"version": __version__, "num_gpus": result.num_gpus, "grid_points": result.grid_points,
+               "layouts": result.layouts, "fitting": result.fitting, "seconds": result.seconds,
+               "layouts_per_s": result.layouts / max(result.seconds, 1e-9), "objective": search.objective,
+               "backend": backend_name(get_xp(job.run.backend)), "best": result.best, "config": to_plain(cfg)}
+    write_json_atomic(out_dir / "search.json", json.loads(json.dumps(summary, default=str)))
+    print_top(job, search, result)
+    print(f"wrote {out_dir / 'layouts.arrow'}")
+
+
+def main() -> None:
+    register()
+    argv = sys.argv[1:]
+    if not any(a in ("-h", "--help", "--hydra-help", "--cfg", "-c", "--info") for a in argv) and "-m" not in argv:
+        try:
+            cfg = compose_config(_overrides(argv), config_name=CONFIG_NAME)
+            build_search_job(cfg).check(build_search(cfg))
+        except ConfigError as err:
+            fail(err)
+    _task()
+
+
+if __name__ == "__main__":
+    main()

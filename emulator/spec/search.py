@@ -1,0 +1,75 @@
+"""What a layout search may vary and what it optimises."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from emulator.spec.cluster import ClusterSpec
+from emulator.spec.errors import require
+from emulator.spec.model import ModelSpec
+from emulator.spec.parallel import RECOMPUTE_MODES
+from emulator.spec.power import PowerSpec
+from emulator.spec.run import RunSpec
+from emulator.spec.train import TrainSpec
+
+OBJECTIVES = ("tokens_per_s", "tokens_per_s_per_watt", "time_to_train")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchSpec:
+    """Each axis is the tuple of values the search may use (empty: every valid value)."""
+
+    tp: tuple[int, ...] = ()
+    pp: tuple[int, ...] = ()
+    cp: tuple[int, ...] = ()
+    ep: tuple[int, ...] = ()
+    vpp: tuple[int, ...] = ()
+    micro_batch: tuple[int, ...] = ()
+    zero: tuple[int, ...] = ()
+    recompute: tuple[str, ...] = ()
+    max_gpus: int = 0
+    """GPU budget: the job size searched (0: the whole cluster)."""
+    objective: str = "tokens_per_s"
+    must_fit: bool = True
+    """Rank only layouts that fit in HBM (the others are still written, with fits=false)."""
+    top: int = 10
+    chunk: int = 250_000
+    """Candidate layouts evaluated per array call: memory is bounded by this, not by the space."""
+
+    def __post_init__(self) -> None:
+        p = "search"
+        for axis in ("tp", "pp", "cp", "ep", "vpp", "micro_batch"):
+            for v in getattr(self, axis):
+                require(isinstance(v, int) and v >= 1, f"{p}.{axis}", v, "values must be integers >= 1")
+        for z in self.zero:
+            require(z in (0, 1, 2, 3), f"{p}.zero", z, "values must be in 0-3")
+        for r in self.recompute:
+            require(r in RECOMPUTE_MODES, f"{p}.recompute", r, f"values must be in {', '.join(RECOMPUTE_MODES)}")
+        require(self.max_gpus >= 0, f"{p}.max_gpus", self.max_gpus, "must be >= 0 (0: the whole cluster)")
+        require(self.objective in OBJECTIVES, f"{p}.objective", self.objective,
+                f"must be one of {', '.join(OBJECTIVES)}")
+        require(self.top >= 1, f"{p}.top", self.top, "must be >= 1")
+        require(self.chunk >= 1000, f"{p}.chunk", self.chunk, "must be >= 1000")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchJob:
+    """A job without its layout: what a search ranks layouts for."""
+
+    model: ModelSpec
+    cluster: ClusterSpec
+    train: TrainSpec
+    run: RunSpec
+    power: PowerSpec | None = None
+
+    def check(self, search: SearchSpec) -> None:
+        """Constraints that can never hold, said before the search runs."""
+        for tp in search.tp:
+            require(self.model.num_heads % tp == 0, "search.tp", tp,
+                    f"must divide model.num_heads={self.model.num_heads}")
+        for ep in search.ep:
+            require(self.model.num_experts % ep == 0, "search.ep", ep,
+                    f"must divide model.num_experts={self.model.num_experts}")
+        for cp in search.cp:
+            require(cp == 1 or self.train.seq_len % (2 * cp) == 0, "search.cp", cp,
+                    f"must be 1 or divide train.seq_len={self.train.seq_len} / 2")

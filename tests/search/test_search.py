@@ -1,0 +1,124 @@
+"""Layout search: the same numbers as emulate, published layouts inside the ranking, one-line refusals."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pyarrow import ipc
+
+from emulator.app import evaluate_nominal
+from emulator.config.compose import compose_config
+from emulator.config.job import build_job, build_search, build_search_job
+from emulator.search.ranker import run_search
+from emulator.search.space import build_space
+from emulator.spec import ConfigError
+from emulator.spec.search import SearchSpec
+
+GPT3_6144 = ["model=gpt3_175b", "cluster=dgx_h100", "cluster.num_gpus=6144", "train.seq_len=2048",
+             "train.global_batch=1536"]
+WEAK_177B = ["cluster=dgx_h100", "cluster.num_gpus=2304", "train.seq_len=4096", "train.global_batch=1152",
+             "train.dropout=0.1", "model=gpt3_175b", "model.vocab_size=131072"]
+
+
+def layouts(tmp_path: Path, overrides: list[str], **search: object) -> list[dict[str, object]]:
+    cfg = compose_config(overrides, config_name="emulate_search")
+    job = build_search_job(cfg)
+    spec = SearchSpec(**{**{"top": 5}, **search})  # type: ignore[arg-type]
+    run_search(job, spec, tmp_path, np)
+    with ipc.open_file(str(tmp_path / "layouts.arrow")) as reader:
+        return reader.read_all().to_pylist()
+
+
+def emulate_row(overrides: list[str], row: dict[str, object]) -> tuple[float, float, bool]:
+    par = [f"parallel.{k}={row[k]}" for k in ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "zero",
+                                              "recompute")]
+    job = build_job(compose_config([*overrides, "parallel=default", *par, "run.steps=0"]))
+    res = evaluate_nominal(job)
+    mem = max(float(st.memory.total_L[0]) for st in res.by_gpu_type.values())
+    fits = all(bool(st.memory.fits_L[0]) for st in res.by_gpu_type.values())
+    return float(res.step_time_s_L[0]), mem, fits
+
+
+def test_every_layout_matches_emulate_alone(tmp_path: Path) -> None:
+    """A sample across the ranking: step time, memory and fit equal evaluating the layout by itself."""
+    rows = layouts(tmp_path, GPT3_6144)
+    assert len(rows) > 1000
+    picks = [rows[0], rows[1], rows[len(rows) // 3], rows[len(rows) // 2], rows[-1]]
+    picks += [r for r in rows if r["cp"] > 1][:2] + [r for r in rows if r["zero"] == 3][:2]
+    for row in picks:
+        step, mem, fits = emulate_row(GPT3_6144, row)
+        assert step == pytest.approx(row["step_time_s"], rel=1e-12), row
+        assert mem == pytest.approx(row["memory_bytes"], rel=1e-12), row
+        assert fits == row["fits"], row
+
+
+def test_ranking_is_best_first_with_fitting_layouts_first(tmp_path: Path) -> None:
+    rows = layouts(tmp_path, GPT3_6144)
+    fits = [r["fits"] for r in rows]
+    assert fits == sorted(fits, reverse=True)
+    fitting = [r["objective"] for r in rows if r["fits"]]
+    assert fitting == sorted(fitting, reverse=True)
+
+
+def test_published_layout_is_in_the_ranking_and_the_top_is_at_least_as_fast(tmp_path: Path) -> None:
+    """Megatron-LM's 177B weak-scaling run: TP8 PP6 DP48 on 2,304 H100 (validation/throughput.yaml)."""
+    rows = layouts(tmp_path, WEAK_177B)
+    published = [r for r in rows if (r["tp"], r["pp"], r["dp"], r["cp"], r["vpp"], r["micro_batch"], r["zero"],
+                                     r["recompute"]) == (8, 6, 48, 1, 1, 1, 1, "none")]
+    assert len(published) == 1
+    step, _, _ = emulate_row(WEAK_177B, published[0])
+    assert published[0]["step_time_s"] == pytest.approx(step, rel=1e-12)
+    assert rows[0]["fits"] and rows[0]["step_time_s"] <= published[0]["step_time_s"]
+
+
+def test_constraints_fix_an_axis(tmp_path: Path) -> None:
+    rows = layouts(tmp_path, GPT3_6144, tp=(8,), recompute=("selective",))
+    assert {r["tp"] for r in rows} == {8}
+    assert {r["recompute"] for r in rows} == {"selective"}
+
+
+def test_space_is_bounded_by_chunks_not_the_space() -> None:
+    job = build_search_job(compose_config(GPT3_6144, config_name="emulate_search"))
+    space = build_space(job.model, job.train, job.cluster, SearchSpec())
+    sizes = [len(c["tp"]) for c in space.chunks(5000, job.model, job.train)]
+    assert space.size > 100_000 and max(sizes) <= 5000
+
+
+def test_impossible_constraint_is_a_config_error() -> None:
+    cfg = compose_config([*GPT3_6144, "search.tp=[5]"], config_name="emulate_search")
+    with pytest.raises(ConfigError) as err:
+        build_search_job(cfg).check(build_search(cfg))
+    assert err.value.key == "search.tp"
+
+
+@pytest.mark.parametrize(
+    ("override", "expect"),
+    [
+        (["model=llama3_405b", "cluster=single_node", "train.global_batch=8"], "none of the"),
+        (["search.tp=[3]"], "search.tp=3"),
+        (["search.objective=speed"], "search.objective=speed"),
+        (["search.max_gpus=1001"], "search.max_gpus=1001"),
+    ],
+)
+def test_cli_refuses_in_one_line(tmp_path: Path, override: list[str], expect: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "emulator.search_cli", *override], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    [line] = proc.stderr.strip().splitlines()
+    assert expect in line and "Traceback" not in proc.stderr
+
+
+def test_cli_writes_the_ranked_layouts(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "emulator.search_cli", *GPT3_6144, "search.top=3"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    [path] = list(tmp_path.rglob("layouts.arrow"))
+    with ipc.open_file(str(path)) as reader:
+        table = reader.read_all()
+    assert {"tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "zero", "recompute", "fits", "step_time_s",
+            "tokens_per_s", "mfu", "memory_bytes"} <= set(table.column_names)
+    assert list(tmp_path.rglob("search.json"))
