@@ -37,6 +37,7 @@ from typing import Any
 from emulator.cost.arrays import as_float, where
 from emulator.cost.layout import LayoutBatch
 from emulator.cost.ops import Tokens
+from emulator.cost.shapes import LayerShapes
 from emulator.cost.stages import StageLayers
 from emulator.spec.gpu import GpuSpec
 from emulator.spec.model import ModelSpec
@@ -58,20 +59,36 @@ class StageParams:
     """Expert parameters (replicated over dp*cp/ep)."""
 
 
-def stage_params(model: ModelSpec, lay: LayoutBatch, n_dense_L: Any, n_moe_L: Any, embedding: bool,
-                 output: bool, xp: Any) -> StageParams:
-    """Parameters on one GPU of a stage with the given layer counts (norm weights ignored)."""
-    t_L = lay.tp_L
-    attn = float(model.attention_params())
-    dense_layer = (attn + float(model.mlp_params(model.dense_layer_ffn))) / t_L
-    moe_shared = (attn + float(model.mlp_params(model.ffn_hidden_size))) / t_L \
-        + float(model.hidden_size * model.num_experts)
-    experts = float(model.num_experts) / lay.ep_L * float(model.expert_params()) / t_L if model.is_moe \
-        else xp.zeros_like(t_L)
-    table = float(model.vocab_size * model.hidden_size) / t_L
-    extra = (table if embedding else 0.0) + (table if output else 0.0)
-    dense_L = n_dense_L * dense_layer + n_moe_L * moe_shared + extra
-    return StageParams(dense_L=dense_L, expert_L=n_moe_L * experts)
+@dataclass(frozen=True)
+class LayerParams:
+    """Parameters one GPU holds per layer of each kind, and per vocabulary table (computed once per batch)."""
+
+    dense_layer_L: Any
+    moe_shared_L: Any
+    experts_L: Any
+    table_L: Any
+
+    @classmethod
+    def of(cls, model: ModelSpec, lay: LayoutBatch, xp: Any) -> LayerParams:
+        inv_t = 1.0 / lay.tp_L
+        attn = float(model.attention_params())
+        dense_layer = (attn + float(model.mlp_params(model.dense_layer_ffn))) * inv_t
+        moe_shared = (attn + float(model.mlp_params(model.ffn_hidden_size))) * inv_t \
+            + float(model.hidden_size * model.num_experts)
+        experts = float(model.num_experts * model.expert_params()) / lay.ep_L * inv_t if model.is_moe \
+            else xp.zeros_like(inv_t)
+        return cls(dense_layer, moe_shared, experts, float(model.vocab_size * model.hidden_size) * inv_t)
+
+
+def stage_params(model: ModelSpec, lay: LayoutBatch, n_dense_L: Any, n_moe_L: Any, embedding: Any,
+                 output: Any, xp: Any, per: LayerParams | None = None) -> StageParams:
+    """Parameters on one GPU of a stage with the given layer counts (norm weights ignored); ``embedding``
+    and ``output`` count the vocabulary tables the stage holds (booleans or 0/1 arrays)."""
+    p = per or LayerParams.of(model, lay, xp)
+    tables = (1.0 if embedding is True else 0.0 if embedding is False else embedding) + \
+        (1.0 if output is True else 0.0 if output is False else output)
+    dense_L = n_dense_L * p.dense_layer_L + n_moe_L * p.moe_shared_L + tables * p.table_L
+    return StageParams(dense_L=dense_L, expert_L=n_moe_L * p.experts_L)
 
 
 def activation_bytes_per_layer(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, xp: Any,
@@ -145,44 +162,48 @@ class MemoryBreakdown:
         }
 
 
-def memory_per_gpu(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpec, xp: Any) -> MemoryBreakdown:
+def memory_per_gpu(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpec, xp: Any,
+                   shapes: LayerShapes | None = None, stages: StageLayers | None = None) -> MemoryBreakdown:
     """Per-GPU memory of the most loaded pipeline stage (first or last) for each layout."""
-    st = StageLayers.of(model, lay, xp)
+    st = stages or StageLayers.of(model, lay, xp)
     m_L = train.global_batch / (lay.dp_L * lay.mb_L)
     single_L = lay.pp_L == 1.0
     interleave_L = where(lay.vpp_L > 1.0, 1.0 + (lay.pp_L - 1.0) / (lay.pp_L * lay.vpp_L), 1.0, xp)
     inflight_L = xp.minimum(lay.pp_L, m_L) * interleave_L
     # 1F1B: stage i keeps pp - i micro-batches in flight; the second stage is the fullest middle stage.
     inflight_mid_L = xp.minimum(xp.maximum(lay.pp_L - 1.0, 1.0), m_L) * interleave_L
-    dense_act = stored_bytes_per_layer(model, train, lay, xp, moe=False)
-    moe_act = stored_bytes_per_layer(model, train, lay, xp, moe=True) if model.is_moe else dense_act
-    full_dense = activation_bytes_per_layer(model, train, lay, xp, moe=False)
-    full_moe = activation_bytes_per_layer(model, train, lay, xp, moe=True) if model.is_moe else full_dense
+    sh = shapes or LayerShapes(None, None)
+
+    def per_shape(fn: Any, moe: bool) -> Any:
+        return sh.apply(lambda b: fn(model, train, b, xp, moe=moe), lay, xp)
+
+    dense_act = per_shape(stored_bytes_per_layer, False)
+    moe_act = per_shape(stored_bytes_per_layer, True) if model.is_moe else dense_act
+    full_dense = per_shape(activation_bytes_per_layer, False)
+    full_moe = per_shape(activation_bytes_per_layer, True) if model.is_moe else full_dense
     recompute_peak_L = where(lay.recompute_L == 2.0, xp.maximum(full_dense, full_moe), 0.0, xp)
     tok = Tokens.of(train, lay)
     logits_L = 6.0 * tok.T_L * float(model.vocab_size) / lay.tp_L
     embed_act_L = 2.0 * tok.Tn_L * float(model.hidden_size)
 
     def stage(n_dense: Any, n_moe: Any, first: bool, last_L: Any, inflight: Any) -> tuple[Any, ...]:
-        params = stage_params(model, lay, n_dense, n_moe, embedding=first, output=True, xp=xp)
-        if first:  # the first stage holds the output layer only when it is also the last (pp=1)
-            params = stage_params(model, lay, n_dense, n_moe, embedding=True, output=False, xp=xp)
-            out = float(model.vocab_size * model.hidden_size) / lay.tp_L
-            add = where(single_L & (not model.tied_embeddings), out, 0.0, xp)
-            params = StageParams(params.dense_L + add, params.expert_L)
+        # The first stage holds the output layer only when it is also the last (pp=1) and it is not tied.
+        output = as_float(single_L, xp) * (0.0 if model.tied_embeddings else 1.0) if first else True
+        params = stage_params(model, lay, n_dense, n_moe, embedding=first, output=output, xp=xp, per=per)
         act = inflight * (n_dense * dense_act + n_moe * moe_act) + recompute_peak_L + last_L
         if first:
             act = act + inflight * embed_act_L
         return (*_state_bytes(params, shards, train), act)
 
     shards = Sharding.of(lay, model.is_moe, xp)
+    per = LayerParams.of(model, lay, xp)
     first = stage(st.first_dense_L, st.first_moe_L, True, where(single_L, logits_L, 0.0, xp), inflight_L)
     last = stage(st.last_dense_L, st.last_moe_L, False, logits_L, 1.0)
     mid = stage(st.mid_dense_L, st.mid_moe_L, False, xp.zeros_like(logits_L), inflight_mid_L)
     reserved = train.memory_reserved_gb * GB
     best = None
     for cand in (first, mid, last):
-        total = sum(cand[1:], cand[0]) * (1.0 + 0.0) + reserved + train.fragmentation * cand[3]
+        total = sum(cand[1:], cand[0]) + reserved + train.fragmentation * cand[3]
         best = (cand, total) if best is None else _pick(best, (cand, total), xp)
     assert best is not None
     (w, g, o, act), total = best

@@ -29,7 +29,7 @@ Overlap rules (Megatron-Core defaults, each switchable in ``parallel``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from emulator.cost.arrays import as_float, where
@@ -47,6 +47,7 @@ from emulator.cost.ops import (
     logits_ops,
 )
 from emulator.cost.roofline import BlockTime, block_time
+from emulator.cost.shapes import LayerShapes
 from emulator.cost.stages import StageLayers
 from emulator.spec.cluster import ClusterSpec
 from emulator.spec.gpu import GpuSpec
@@ -159,59 +160,42 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
                      idle)
 
 
-LAYER_KEY_RADIX = (("tp_L", 1024.0), ("cp_L", 1024.0), ("ep_L", 1024.0), ("mb_L", 1024.0), ("sp_L", 2.0),
-                   ("recompute_L", 4.0), ("tp_overlap_L", 2.0))
-"""The layout fields a layer's time depends on (pp, dp, vpp and zero do not enter it) and the radix of
-each in the combined key: 1024^4 * 16 < 2^53, so the key is exact in float64."""
-
-
-def unique_layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpec, fabric: Fabric, xp: Any,
-                      moe: bool) -> LayerTime:
-    """:func:`layer_time` evaluated once per distinct combination of :data:`LAYER_KEY_FIELDS` and
-    gathered back to every layout (exact: the same arithmetic on the same inputs). A search chunk has
-    thousands of layouts but a few dozen distinct layer shapes."""
-    if lay.size <= 64 or any(float(xp.max(getattr(lay, name))) >= radix for name, radix in LAYER_KEY_RADIX):
-        return layer_time(model, train, lay, gpu, fabric, xp, moe)
-    key = xp.zeros_like(lay.tp_L)
-    for name, radix in LAYER_KEY_RADIX:  # mixed radix over small non-negative integers: exact in float64
-        key = key * radix + getattr(lay, name)
-    uniq = xp.unique_all(key)
-    if uniq.values.shape[0] * 4 > lay.size:
-        return layer_time(model, train, lay, gpu, fabric, xp, moe)
-    first, inverse = uniq.indices, xp.reshape(uniq.inverse_indices, (-1,))
-    small = LayoutBatch(**{f.name: xp.take(getattr(lay, f.name), first) for f in fields(LayoutBatch)})
-    lt = layer_time(model, train, small, gpu, fabric, xp, moe)
-    return LayerTime(**{f.name: xp.take(getattr(lt, f.name), inverse) for f in fields(LayerTime)})
-
-
 def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: GpuSpec, lay: LayoutBatch,
               xp: Any) -> StepTime:
     """Nominal step of every layout in ``lay`` when all GPUs are of type ``gpu``."""
     fabric = Fabric.of(cluster, gpu)
-    moe = unique_layer_time(model, train, lay, gpu, fabric, xp, moe=True) if model.is_moe else None
+    shapes = LayerShapes.of(lay, xp)
+
+    def kind_time(moe_layer: bool) -> LayerTime:
+        return shapes.apply(lambda b: layer_time(model, train, b, gpu, fabric, xp, moe_layer), lay, xp)
+
+    moe = kind_time(True) if model.is_moe else None
     has_dense = not model.is_moe or model.num_dense_layers > 0
-    dense = unique_layer_time(model, train, lay, gpu, fabric, xp, moe=False) if has_dense else moe
+    dense = kind_time(False) if has_dense else moe
     assert dense is not None
     moe = dense if moe is None else moe
-    emb = block_time(embedding_ops(model, train, lay, xp), gpu, train.precision, xp)
-    out = block_time(logits_ops(model, train, lay, xp), gpu, train.precision, xp)
+    emb = shapes.apply(lambda b: block_time(embedding_ops(model, train, b, xp), gpu, train.precision, xp), lay, xp)
+    out = shapes.apply(lambda b: block_time(logits_ops(model, train, b, xp), gpu, train.precision, xp), lay, xp)
     st = StageLayers.of(model, lay, xp)
     rc = lay.recompute_L
     single_L = lay.pp_L == 1.0
 
+    # Per-layer quantities of each layer kind, computed once and weighted by each stage's layer counts.
+    kinds = {"compute": (dense.compute_s(), moe.compute_s()), "other": (dense.host_idle_s_L, moe.host_idle_s_L),
+             "memory_bound": (dense.memory_bound_s_L, moe.memory_bound_s_L)}
+    for kind in ("tp", "cp") + (("ep",) if model.is_moe else ()):
+        kinds[f"{kind}_comm"] = (dense.comm_s(kind, rc, xp), moe.comm_s(kind, rc, xp))
+    emb_s, out_s = emb.fwd_s_L + emb.bwd_s_L, out.fwd_s_L + out.bwd_s_L
+
     def stage(n_dense: Any, n_moe: Any, first: Any, last: Any) -> dict[str, Any]:
-        parts = {
-            "compute": n_dense * dense.compute_s() + n_moe * moe.compute_s()
-            + first * (emb.fwd_s_L + emb.bwd_s_L) + last * (out.fwd_s_L + out.bwd_s_L),
-        }
-        for kind in ("tp", "cp", "ep"):
-            if kind == "ep" and not model.is_moe:
-                parts["ep_comm"] = xp.zeros_like(lay.tp_L)
-                continue
-            parts[f"{kind}_comm"] = n_dense * dense.comm_s(kind, rc, xp) + n_moe * moe.comm_s(kind, rc, xp)
-        parts["other"] = n_dense * dense.host_idle_s_L + n_moe * moe.host_idle_s_L
-        parts["memory_bound"] = n_dense * dense.memory_bound_s_L + n_moe * moe.memory_bound_s_L \
-            + first * emb.memory_bound_s_L + last * out.memory_bound_s_L
+        if model.is_moe:
+            parts = {key: n_dense * d + n_moe * m for key, (d, m) in kinds.items()}
+        else:  # a dense model has no MoE layers: half the work
+            parts = {key: n_dense * d for key, (d, _) in kinds.items()}
+        parts["compute"] = parts["compute"] + first * emb_s + last * out_s
+        parts["memory_bound"] = parts["memory_bound"] + first * emb.memory_bound_s_L + last * out.memory_bound_s_L
+        if not model.is_moe:
+            parts["ep_comm"] = xp.zeros_like(lay.tp_L)
         return parts
 
     zero_L = xp.zeros_like(lay.tp_L)
@@ -256,7 +240,7 @@ def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: Gpu
         + GRAD_PASS_BYTES_PER_PARAM * (params.dense_L + params.expert_L)
     breakdown["optimizer"] = opt_bytes / (gpu.hbm_bytes_per_s * gpu.efficiency.hbm)
     step = sum(breakdown[k] for k in BREAKDOWN_KEYS)
-    mem = memory_per_gpu(model, train, lay, gpu, xp)
+    mem = memory_per_gpu(model, train, lay, gpu, xp, shapes, st)
     return StepTime(step, {k: breakdown[k] for k in BREAKDOWN_KEYS}, memory_bound, mem)
 
 
