@@ -25,7 +25,7 @@ from emulator.config.job import build_search, build_search_job, to_plain
 from emulator.config.schema import register
 from emulator.io.summary import write_json_atomic
 from emulator.paths import config_dir
-from emulator.search.ranker import SearchResult, run_search
+from emulator.search.ranker import SearchResult, mixed_report, run_search
 from emulator.spec import ConfigError
 from emulator.spec.search import SearchJob, SearchSpec
 
@@ -75,6 +75,20 @@ def print_top(job: SearchJob, search: SearchSpec, result: SearchResult, console:
     con.print(t)
 
 
+def print_mixed(mixed: dict[str, Any]) -> None:
+    def short(row: dict[str, Any] | None) -> str:
+        if row is None:
+            return "no layout"
+        return (f"tp{row['tp']} pp{row['pp']} dp{row['dp']} cp{row['cp']} ep{row['ep']} vpp{row['vpp']} "
+                f"mb{row['micro_batch']} zero{row['zero']} {row['recompute']}: {row['step_time_s']:.3f} s, "
+                f"{row['tokens_per_s']:,.0f} tokens/s")
+
+    for policy, row in mixed["by_placement"].items():
+        print(f"whole job, placement={policy}: {short(row)}")
+    for pool, row in mixed["by_pool"].items():
+        print(f"pool {pool} alone: {short(row)}")
+
+
 @hydra.main(version_base=VERSION_BASE, config_path=str(config_dir()), config_name=CONFIG_NAME)
 def _task(cfg: DictConfig) -> None:
     out_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -88,8 +102,14 @@ def _task(cfg: DictConfig) -> None:
                "layouts": result.layouts, "fitting": result.fitting, "seconds": result.seconds,
                "layouts_per_s": result.layouts / max(result.seconds, 1e-9), "objective": search.objective,
                "backend": backend_name(get_xp(job.run.backend)), "best": result.best, "config": to_plain(cfg)}
+    mixed = mixed_report(job, search, out_dir / "layouts.arrow", get_xp(job.run.backend)) \
+        if job.cluster.is_mixed else None
+    if mixed is not None:
+        summary["mixed"] = mixed
     write_json_atomic(out_dir / "search.json", json.loads(json.dumps(summary, default=str)))
     print_top(job, search, result)
+    if mixed is not None:
+        print_mixed(mixed)
     print(f"wrote {out_dir / 'layouts.arrow'}")
 
 

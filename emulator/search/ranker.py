@@ -146,3 +146,40 @@ def _top(table: pa.Table, k: int) -> pa.Table:
         return table.sort_by([("objective", "descending")])
     idx = pc.select_k_unstable(table, k, [("objective", "descending")])
     return table.take(idx).sort_by([("objective", "descending")])
+
+
+def by_replica_ok(cluster: ClusterSpec, tp: np.ndarray, pp: np.ndarray) -> np.ndarray:
+    """Layouts placement=by_replica can host: every pool holds whole pipelines (tp x pp GPUs) and whole
+    nodes of them (a node holds gpus_per_node / tp consecutive replicas of a stage)."""
+    ok = np.ones(tp.shape, dtype=bool)
+    for pool in cluster.pools:
+        per_replica = tp * pp
+        ok &= pool.num_gpus % per_replica == 0
+        replicas = pool.num_gpus // np.maximum(per_replica, 1)
+        per_node = np.maximum(cluster.gpus_per_node // tp, 1)
+        ok &= replicas % per_node == 0
+    return ok
+
+
+def mixed_report(job: SearchJob, search: SearchSpec, layouts_path: Path, xp: Any) -> dict[str, Any]:
+    """For a mixed cluster: the best layout per pool (the pool alone, same training settings) and the best
+    for the whole job under each placement policy (rank_order hosts every layout; by_replica only those
+    whose pools hold whole pipelines on whole nodes). The nominal step is the same under both policies."""
+    from pyarrow import ipc  # noqa: PLC0415 - only for this report
+
+    with ipc.open_file(str(layouts_path)) as reader:
+        table = reader.read_all()
+    if search.must_fit:
+        table = table.filter(pc.field("fits"))
+    out: dict[str, Any] = {"by_placement": {}, "by_pool": {}}
+    if table.num_rows:
+        out["by_placement"]["rank_order"] = table.slice(0, 1).to_pylist()[0]
+        mask = by_replica_ok(job.cluster, table.column("tp").to_numpy(), table.column("pp").to_numpy())
+        hosted = table.filter(pa.array(mask))
+        out["by_placement"]["by_replica"] = hosted.slice(0, 1).to_pylist()[0] if hosted.num_rows else None
+    for i, pool in enumerate(job.cluster.pools):
+        alone = dataclasses.replace(job.cluster, num_gpus=pool.num_gpus, pools=(pool,))
+        sub_job = dataclasses.replace(job, cluster=alone)
+        res = run_search(sub_job, dataclasses.replace(search, max_gpus=0, top=1), None, xp)
+        out["by_pool"][f"{i}:{pool.gpu.name}"] = res.best[0] if res.best else None
+    return out

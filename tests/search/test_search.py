@@ -122,3 +122,19 @@ def test_cli_writes_the_ranked_layouts(tmp_path: Path) -> None:
     assert {"tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "zero", "recompute", "fits", "step_time_s",
             "tokens_per_s", "mfu", "memory_bytes"} <= set(table.column_names)
     assert list(tmp_path.rglob("search.json"))
+
+
+def test_mixed_cluster_reports_each_pool_and_each_placement(tmp_path: Path) -> None:
+    overrides = ["model=tiny", "cluster=colossus_200k", "cluster.num_gpus=256",
+                 "cluster.pools=[{gpu:h100,num_gpus:192},{gpu:h200,num_gpus:64}]", "train.seq_len=1024",
+                 "train.global_batch=512", "search.top=2"]
+    proc = subprocess.run([sys.executable, "-m", "emulator.search_cli", *overrides], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    import json  # noqa: PLC0415
+
+    [path] = list(tmp_path.rglob("search.json"))
+    mixed = json.loads(path.read_text())["mixed"]
+    assert set(mixed["by_placement"]) == {"rank_order", "by_replica"}
+    assert set(mixed["by_pool"]) == {"0:h100", "1:h200"}
+    assert "pool 1:h200 alone" in proc.stdout
