@@ -1,1 +1,1 @@
-"""Output files: summary.json now; the Arrow step/GPU/event streams arrive with the fleet engine."""
+"""Output files: summary.json (atomic) and the Arrow steps/events/gpus tables (streamed, then finalised)."""

@@ -1,1 +1,1 @@
-"""Human-facing views of results: the console summary now; plots and traces come with the report issue."""
+"""Human-facing views of results: the console summary, the HTML report with its plots, the step trace."""
