@@ -45,8 +45,9 @@ class Space:
     def size(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
 
-    def chunks(self, chunk: int, model: ModelSpec, train: TrainSpec) -> Iterator[dict[str, np.ndarray]]:
-        """Valid layouts, ``chunk`` grid points at a time, as float64 columns."""
+    def grid_chunks(self, chunk: int, model: ModelSpec, train: TrainSpec) -> Iterator[dict[str, np.ndarray]]:
+        """Valid layouts by walking the whole grid ``chunk`` points at a time and filtering (the reference
+        for :meth:`chunks`, which builds only valid layouts)."""
         for start in range(0, self.size, chunk):
             flat_C = np.arange(start, min(start + chunk, self.size), dtype=np.int64)
             idx = np.unravel_index(flat_C, self.shape)
@@ -54,6 +55,48 @@ class Space:
             keep = valid(col, self.num_gpus, model, train)
             if keep.any():
                 yield {a: v[keep] for a, v in col.items()}
+
+    def chunks(self, chunk: int, model: ModelSpec, train: TrainSpec) -> Iterator[dict[str, np.ndarray]]:
+        """Valid layouts, at most about ``chunk`` at a time, as float64 columns, in grid order.
+
+        Only valid points are built: for each (tp, cp, pp) whose product divides the GPU count, dp is
+        fixed, and the micro-batches, expert-parallel sizes and virtual stages that fit it are chosen
+        before taking their product with ZeRO and recompute.
+        """
+        v = self.values
+        L, G, gb = model.num_layers, self.num_gpus, train.global_batch
+        parts: list[dict[str, np.ndarray]] = []
+        size = 0
+        for tp in v["tp"]:
+            for cp in v["cp"]:
+                for pp in v["pp"]:
+                    mp = int(tp * cp * pp)
+                    if G % mp:
+                        continue
+                    dp = G // mp
+                    vpp = [x for x in v["vpp"] if pp * x <= L and (x == 1 or (pp > 1 and L % (pp * x) == 0))]
+                    ep = [x for x in v["ep"] if (dp * cp) % x == 0]
+                    mb = [x for x in v["micro_batch"] if gb % (dp * x) == 0]
+                    if not (vpp and ep and mb):
+                        continue
+                    grid = np.meshgrid(np.asarray(vpp), np.asarray(ep), np.asarray(mb), v["zero"], v["recompute"],
+                                       indexing="ij")
+                    n = grid[0].size
+                    block = {"tp": np.full(n, float(tp)), "cp": np.full(n, float(cp)), "pp": np.full(n, float(pp)),
+                             "dp": np.full(n, float(dp))}
+                    for name, g in zip(("vpp", "ep", "micro_batch", "zero", "recompute"), grid, strict=True):
+                        block[name] = g.ravel().astype(np.float64)
+                    parts.append(block)
+                    size += n
+                    if size >= chunk:
+                        yield _concat(parts)
+                        parts, size = [], 0
+        if parts:
+            yield _concat(parts)
+
+
+def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def valid(col: dict[str, np.ndarray], num_gpus: int, model: ModelSpec, train: TrainSpec) -> np.ndarray:

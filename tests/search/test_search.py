@@ -85,7 +85,9 @@ def test_space_is_bounded_by_chunks_not_the_space() -> None:
     job = build_search_job(compose_config(GPT3_6144, config_name="emulate_search"))
     space = build_space(job.model, job.train, job.cluster, SearchSpec())
     sizes = [len(c["tp"]) for c in space.chunks(5000, job.model, job.train)]
-    assert space.size > 100_000 and max(sizes) <= 5000
+    v = space.values
+    one_group = len(v["vpp"]) * len(v["ep"]) * len(v["micro_batch"]) * len(v["zero"]) * len(v["recompute"])
+    assert space.size > 100_000 and max(sizes) <= 5000 + one_group
 
 
 def test_impossible_constraint_is_a_config_error() -> None:
@@ -138,3 +140,21 @@ def test_mixed_cluster_reports_each_pool_and_each_placement(tmp_path: Path) -> N
     assert set(mixed["by_placement"]) == {"rank_order", "by_replica"}
     assert set(mixed["by_pool"]) == {"0:h100", "1:h200"}
     assert "pool 1:h200 alone" in proc.stdout
+
+
+def test_built_layouts_equal_the_filtered_grid() -> None:
+    """chunks() builds only valid layouts; it must give exactly the grid's valid points."""
+    for overrides in (GPT3_6144, ["experiment=grok3_colossus_100k"]):
+        job = build_search_job(compose_config(overrides, config_name="emulate_search"))
+        space = build_space(job.model, job.train, job.cluster, SearchSpec())
+
+        def rows(chunks: object) -> set[tuple[float, ...]]:
+            out: set[tuple[float, ...]] = set()
+            for c in chunks:  # type: ignore[attr-defined]
+                keys = ("tp", "cp", "pp", "dp", "vpp", "ep", "micro_batch", "zero", "recompute")
+                out |= set(zip(*(c[k].tolist() for k in keys), strict=True))
+            return out
+
+        built = rows(space.chunks(100_000, job.model, job.train))
+        assert built == rows(space.grid_chunks(100_000, job.model, job.train))
+        assert len(built) > 1000
