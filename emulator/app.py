@@ -12,9 +12,11 @@ from emulator.cost.layout import LayoutBatch
 from emulator.cost.step import NominalResult, nominal
 from emulator.fleet.runner import run_fleet
 from emulator.io.summary import build_summary, write_json_atomic
+from emulator.report.trace import write_trace
 from emulator.spec import JobSpec
 
 SUMMARY_FILE = "summary.json"
+TRACE_FILE = "trace.json"
 
 
 def evaluate_nominal(job: JobSpec) -> NominalResult:
@@ -38,5 +40,7 @@ def run_job(job: JobSpec, out_dir: Path, config: dict[str, Any], progress: bool 
         if job.train.total_tokens > 0:
             summary["time_to_train_days"] = job.train.total_tokens / fleet["fleet_tokens_per_s"] / 86400.0
         summary["config"] = summary.pop("config")
+    if job.run.trace:
+        write_trace(job, res, out_dir / TRACE_FILE)
     write_json_atomic(out_dir / SUMMARY_FILE, summary)
     return summary

@@ -131,6 +131,7 @@ class RunConf:
     seed: int = 0
     backend: str = "auto"
     progress: bool = True
+    trace: bool = True
     steps_per_batch: int = 0
 
 

@@ -16,6 +16,8 @@ class RunSpec:
     seed: int = 0
     backend: str = "auto"
     progress: bool = True
+    trace: bool = True
+    """Write trace.json: one nominal step as a Chrome trace / Perfetto timeline (a lane per pipeline stage)."""
     steps_per_batch: int = 0
     """Steps the engine evaluates per array call and appends to the Arrow files at once (0: automatic)."""
 
