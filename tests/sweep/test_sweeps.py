@@ -41,3 +41,11 @@ def test_sweep_through_submitit_local_processes(tmp_path: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     runs = sweep(tmp_path, "hydra/launcher=local_processes", "gpu=h100,h200", "model=tiny")
     assert combos(runs) == {("h100", "tiny"), ("h200", "tiny")}
+
+
+def test_sweep_on_a_local_ray_cluster(tmp_path: Path) -> None:
+    """The optional Ray launcher (pip install -e '.[ray]': ~0.8 GB, so CI's test extras leave it out and
+    this test skips there; run it with the extra installed)."""
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher")
+    runs = sweep(tmp_path, "hydra/launcher=ray", "gpu=h100,h200", "model=tiny")
+    assert combos(runs) == {("h100", "tiny"), ("h200", "tiny")}
