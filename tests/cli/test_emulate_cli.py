@@ -99,3 +99,18 @@ def test_multirun_sweep_with_a_bad_value_fails_before_running(tmp_path: Path) ->
     assert proc.returncode == 2
     assert "gpu=h2000" in proc.stderr.strip().splitlines()[-1]
     assert summaries(tmp_path) == []
+
+
+EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "configs" / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_named_experiment_runs_and_writes_the_contract_files(tmp_path: Path, name: str) -> None:
+    """Each shipped scenario, as a user runs it (steps cut to 5 to keep the suite fast)."""
+    proc = run([f"experiment={name}", "run.steps=5"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [path] = summaries(tmp_path)
+    for table in ("steps.arrow", "events.arrow", "gpus.arrow", "trace.json"):
+        assert (path.parent / table).exists(), table
+    data = json.loads(path.read_text())
+    assert data["fleet"]["steps"] == 5
