@@ -55,14 +55,24 @@ class Fabric:
         """Ranks of the group inside one NVLink domain."""
         return xp.clip(xp.floor(self.domain / stride_L), 1.0, n_L)
 
-    def reduce_scatter_s(self, bytes_L: Any, n_L: Any, stride_L: Any, xp: Any) -> Any:
-        """Reduce-scatter (or all-gather) of a buffer of ``bytes_L`` over ``n_L`` ranks."""
+    def ring_cost(self, n_L: Any, stride_L: Any, xp: Any) -> tuple[Any, Any]:
+        """Reduce-scatter time as ``seconds_per_byte * bytes + latency`` for a group: the two arrays.
+
+        ``seconds_per_byte = (k-1)/k / B_nv + (m-1)/m / k / B_net`` and
+        ``latency = (k-1) a_nv + ceil(log2 m) a_net`` (module docstring), computed once per group so
+        several collectives over the same group cost one multiply-add each."""
         k_L = self.members_per_domain(n_L, stride_L, xp)
         m_L = n_L / k_L
-        intra = (k_L - 1.0) / k_L * bytes_L / self.nvlink_bus_bytes_per_s + (k_L - 1.0) * self.nvlink_alpha_s
-        inter_bw = (m_L - 1.0) / m_L * (bytes_L / k_L) / self.net_bus_bytes_per_s
-        inter_lat = where(m_L > 1.0, xp.ceil(xp.log2(xp.maximum(m_L, 1.0))) * self.net_alpha_s, 0.0, xp)
-        return intra + inter_bw + inter_lat
+        per_byte = (k_L - 1.0) / k_L / self.nvlink_bus_bytes_per_s \
+            + (m_L - 1.0) / m_L / k_L / self.net_bus_bytes_per_s
+        latency = (k_L - 1.0) * self.nvlink_alpha_s \
+            + where(m_L > 1.0, xp.ceil(xp.log2(xp.maximum(m_L, 1.0))) * self.net_alpha_s, 0.0, xp)
+        return per_byte, latency
+
+    def reduce_scatter_s(self, bytes_L: Any, n_L: Any, stride_L: Any, xp: Any) -> Any:
+        """Reduce-scatter (or all-gather) of a buffer of ``bytes_L`` over ``n_L`` ranks."""
+        per_byte, latency = self.ring_cost(n_L, stride_L, xp)
+        return per_byte * bytes_L + latency
 
     def all_gather_s(self, bytes_L: Any, n_L: Any, stride_L: Any, xp: Any) -> Any:
         return self.reduce_scatter_s(bytes_L, n_L, stride_L, xp)

@@ -249,9 +249,10 @@ def _dp_exposed(params_L: Any, n_L: Any, stride_L: Any, train: TrainSpec, lay: L
     """Exposed seconds of the data-parallel collectives of one parameter group."""
     grads = params_L * float(train.grad_reduce_bytes)
     weights = params_L * ACT_BYTES
-    rs = fabric.reduce_scatter_s(grads, n_L, stride_L, xp)
-    ag = fabric.all_gather_s(weights, n_L, stride_L, xp)
-    ar = fabric.all_reduce_s(grads, n_L, stride_L, xp)
+    per_byte, latency = fabric.ring_cost(n_L, stride_L, xp)
+    rs = per_byte * grads + latency
+    ag = per_byte * weights + latency
+    ar = 2.0 * rs  # all-reduce = reduce-scatter + all-gather of the same buffer
     z = lay.zero_L
     bucket = xp.minimum(xp.maximum(DDP_BUCKET_PARAMS, 1e6 * lay.dp_L) / xp.maximum(params_L, 1.0), 1.0)
     window_b = t_fb_L * (2.0 / 3.0)
