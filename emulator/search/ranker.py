@@ -118,27 +118,34 @@ def run_search(job: SearchJob, search: SearchSpec, out_dir: Path | None, xp: Any
     t0 = time.perf_counter()
     for cols in space.chunks(search.chunk, job.model, job.train):
         out = evaluate_chunk(job, cluster, cols, search, xp)
-        rows = {
-            "tp": cols["tp"].astype(np.int64), "pp": cols["pp"].astype(np.int64), "dp": cols["dp"].astype(np.int64),
-            "cp": cols["cp"].astype(np.int64), "ep": cols["ep"].astype(np.int64), "vpp": cols["vpp"].astype(np.int64),
-            "micro_batch": cols["micro_batch"].astype(np.int64), "zero": cols["zero"].astype(np.int64),
-            "recompute": np.asarray(RECOMPUTE_MODES)[cols["recompute"].astype(np.int64)].tolist(), **out,
-        }
         result.layouts += len(cols["tp"])
         result.fitting += int(out["fits"].sum())
         if writer is not None:
-            writer.append(rows)
-        chunk_table = pa.table({f.name: pa.array(rows[f.name], type=f.type) for f in LAYOUTS_SCHEMA},
-                               schema=LAYOUTS_SCHEMA)
-        if search.must_fit:
-            chunk_table = chunk_table.filter(pc.field("fits"))
-        top = _top(chunk_table, search.top)
-        best = top if best is None else _top(pa.concat_tables([best, top]), search.top)
+            writer.append(_rows(cols, out))
+        # Only this chunk's best k rows become an Arrow table (the others are only written, if at all).
+        score = np.where(out["fits"], out["objective"], -np.inf) if search.must_fit else out["objective"]
+        keep = np.flatnonzero(np.isfinite(score)) if search.must_fit else np.arange(score.size)
+        if keep.size > search.top:
+            keep = keep[np.argpartition(-score[keep], search.top - 1)[: search.top]]
+        if keep.size:
+            top = _table(_rows({k: v[keep] for k, v in cols.items()}, {k: v[keep] for k, v in out.items()}))
+            best = _top(top if best is None else pa.concat_tables([best, top]), search.top)
     result.seconds = time.perf_counter() - t0
     result.best = best.to_pylist() if best is not None else []
     if writer is not None:
         writer.finalize(lambda t: t.sort_by([("fits", "descending"), ("objective", "descending")]))
     return result
+
+
+def _rows(cols: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Columns of layouts.arrow for a set of layouts and their cost-model results."""
+    ints = {name: cols[name].astype(np.int64) for name in ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "zero")}
+    modes = np.asarray(RECOMPUTE_MODES)[cols["recompute"].astype(np.int64)].tolist()
+    return {**ints, "recompute": modes, **out}
+
+
+def _table(rows: dict[str, Any]) -> pa.Table:
+    return pa.table({f.name: pa.array(rows[f.name], type=f.type) for f in LAYOUTS_SCHEMA}, schema=LAYOUTS_SCHEMA)
 
 
 def _top(table: pa.Table, k: int) -> pa.Table:
