@@ -117,7 +117,16 @@ def build_search(cfg: DictConfig | dict[str, Any]) -> SearchSpec:
             raise ConfigError(f"search.{key}", value, f"unknown key; allowed: {', '.join(sorted(allowed))}")
     for key in ("tp", "pp", "cp", "ep", "vpp", "micro_batch", "zero", "recompute"):
         value = raw.get(key, [])
+        if value is None:
+            value = []
         if isinstance(value, (int, str)):
             value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"search.{key}", value, "must be a value or a list of values")
+        for item in value:
+            ok = isinstance(item, str) if key == "recompute" else isinstance(item, int) and not isinstance(item, bool)
+            if not ok:
+                raise ConfigError(f"search.{key}", item, "must be " + ("a recompute mode" if key == "recompute"
+                                                                     else "an integer"))
         raw[key] = tuple(value)
     return SearchSpec(**raw)

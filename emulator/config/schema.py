@@ -7,6 +7,7 @@ They are the edge only: :mod:`emulator.config.job` turns the composed config int
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -178,14 +179,16 @@ class EmulateConf:
 
 @dataclass
 class SearchConf:
-    tp: list[int] = field(default_factory=list)
-    pp: list[int] = field(default_factory=list)
-    cp: list[int] = field(default_factory=list)
-    ep: list[int] = field(default_factory=list)
-    vpp: list[int] = field(default_factory=list)
-    micro_batch: list[int] = field(default_factory=list)
-    zero: list[int] = field(default_factory=list)
-    recompute: list[str] = field(default_factory=list)
+    """Axes take a value (search.tp=8) or a list (search.tp=[4,8]); emulator.config.job.build_search checks them."""
+
+    tp: Any = field(default_factory=list)
+    pp: Any = field(default_factory=list)
+    cp: Any = field(default_factory=list)
+    ep: Any = field(default_factory=list)
+    vpp: Any = field(default_factory=list)
+    micro_batch: Any = field(default_factory=list)
+    zero: Any = field(default_factory=list)
+    recompute: Any = field(default_factory=list)
     max_gpus: int = 0
     objective: str = "tokens_per_s"
     must_fit: bool = True

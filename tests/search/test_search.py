@@ -103,6 +103,7 @@ def test_impossible_constraint_is_a_config_error() -> None:
         (["model=llama3_405b", "cluster=single_node", "train.global_batch=8"], "none of the"),
         (["search.tp=[3]"], "search.tp=3"),
         (["search.objective=speed"], "search.objective=speed"),
+        (["search.tp=abc"], "search.tp=abc"),
         (["search.max_gpus=1001"], "search.max_gpus=1001"),
     ],
 )
@@ -158,3 +159,10 @@ def test_built_layouts_equal_the_filtered_grid() -> None:
         built = rows(space.chunks(100_000, job.model, job.train))
         assert built == rows(space.grid_chunks(100_000, job.model, job.train))
         assert len(built) > 1000
+
+
+def test_an_axis_takes_a_single_value_as_the_contract_writes_it() -> None:
+    """CONTRACT.md: search.tp=8 (a value) as well as search.tp=[4,8] (a list)."""
+    one = build_search(compose_config([*GPT3_6144, "search.tp=8"], config_name="emulate_search"))
+    many = build_search(compose_config([*GPT3_6144, "search.tp=[4,8]"], config_name="emulate_search"))
+    assert one.tp == (8,) and many.tp == (4, 8)
