@@ -64,6 +64,8 @@ class SearchJob:
 
     def check(self, search: SearchSpec) -> None:
         """Constraints that can never hold, said before the search runs."""
+        require(search.objective != "time_to_train" or self.train.total_tokens > 0, "search.objective",
+                search.objective, "needs train.total_tokens > 0 (the tokens of the whole run)")
         for tp in search.tp:
             require(self.model.num_heads % tp == 0, "search.tp", tp,
                     f"must divide model.num_heads={self.model.num_heads}")

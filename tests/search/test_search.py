@@ -104,6 +104,7 @@ def test_impossible_constraint_is_a_config_error() -> None:
         (["search.tp=[3]"], "search.tp=3"),
         (["search.objective=speed"], "search.objective=speed"),
         (["search.tp=abc"], "search.tp=abc"),
+        (["search.objective=time_to_train"], "train.total_tokens"),
         (["search.max_gpus=1001"], "search.max_gpus=1001"),
     ],
 )
