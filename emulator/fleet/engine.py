@@ -159,9 +159,12 @@ class FleetEngine:
         rel = job.reliability
         self.hazard_by = _hazards(job) if rel is not None and rel.enabled else {}
         self.hazard_per_s = sum(self.hazard_by.values())
+        # The step the engine emulates with every factor at 1 (the nominal model, per-pool recompute applied).
+        self.base_step_s = self.timing.fixed_s + (self.m + self.bubble) * float(self.timing.t_fb_T.max())
         self.batch = job.run.steps_per_batch or self._auto_batch(N)
         self.ckpt_write_ns = round((rel.checkpoint_write_s if rel else 0.0) * NS)
-        self.ckpt_interval = _checkpoint_interval(job, self.hazard_per_s, rel.checkpoint_write_s if rel else 0.0)
+        self.ckpt_interval = _checkpoint_interval(job, self.hazard_per_s, rel.checkpoint_write_s if rel else 0.0,
+                                                  self.base_step_s)
         self.downtime_ns = round(((rel.detect_s + rel.restart_s) if rel else 0.0) * NS)
         self.tokens_per_step = job.tokens_per_step
         peak = sum(p.num_gpus * p.gpu.peak_flops_per_s(job.train.precision) for p in cl.pools)
@@ -177,7 +180,7 @@ class FleetEngine:
         by_size = max(1, AUTO_BATCH_ELEMENTS // num_groups)
         if self.hazard_per_s <= 0:
             return by_size
-        steps_between = 1.0 / (self.hazard_per_s * float(self.timing.t_fb_T.max() * self.m + self.timing.fixed_s))
+        steps_between = 1.0 / (self.hazard_per_s * self.base_step_s)
         return max(16, min(by_size, int(steps_between / 20.0)))
 
     # -- the device part: step times of a batch under one clock level --------------------------
@@ -328,14 +331,13 @@ def _hazards(job: JobSpec) -> dict[str, float]:
     return {name: rate * (nodes if PER[name] == "node" else cl.num_gpus) for name, rate in rel.rates_per_s.items()}
 
 
-def _checkpoint_interval(job: JobSpec, hazard: float, write_s: float) -> int:
-    """Steps between checkpoints: configured, or Young's ``sqrt(2 * write * MTBF)`` over the nominal step."""
+def _checkpoint_interval(job: JobSpec, hazard: float, write_s: float, step_s: float) -> int:
+    """Steps between checkpoints: configured, or Young's ``sqrt(2 * write * MTBF)`` over the nominal step
+    ``step_s`` (the one the engine already derived: no second evaluation of the cost model)."""
     rel = job.reliability
     if rel is None or not rel.enabled or hazard <= 0:
         return rel.checkpoint_interval_steps if rel is not None else 0
     if rel.checkpoint_interval_steps > 0:
         return rel.checkpoint_interval_steps
-    lay = LayoutBatch.from_specs([job.parallel], np)
-    step_s = float(nominal(job.model, job.train, job.cluster, lay, np).step_time_s_L[0])
     tau = math.sqrt(2.0 * max(write_s, 1e-3) / hazard)
     return max(1, round(tau / step_s))
