@@ -65,8 +65,8 @@ class Fabric:
         m_L = n_L / k_L
         per_byte = (k_L - 1.0) / k_L / self.nvlink_bus_bytes_per_s \
             + (m_L - 1.0) / m_L / k_L / self.net_bus_bytes_per_s
-        latency = (k_L - 1.0) * self.nvlink_alpha_s \
-            + where(m_L > 1.0, xp.ceil(xp.log2(xp.maximum(m_L, 1.0))) * self.net_alpha_s, 0.0, xp)
+        # m >= 1 (k <= n): one domain (m = 1) adds ceil(log2 1) = 0 scale-out steps.
+        latency = (k_L - 1.0) * self.nvlink_alpha_s + xp.ceil(xp.log2(m_L)) * self.net_alpha_s
         return per_byte, latency
 
     def reduce_scatter_s(self, bytes_L: Any, n_L: Any, stride_L: Any, xp: Any) -> Any:

@@ -69,7 +69,7 @@ class LayoutBatch:
         values = {}
         for f in fields(cls):
             if f.name in columns:
-                values[f.name] = xp.astype(xp.asarray(columns[f.name]), xp.float64)
+                values[f.name] = xp.astype(xp.asarray(columns[f.name]), xp.float64, copy=False)
             else:
                 values[f.name] = xp.full((n,), float(defaults[f.name]), dtype=xp.float64)
         return cls(**values)

@@ -162,89 +162,129 @@ class MemoryBreakdown:
         }
 
 
+@dataclass(frozen=True)
+class StageMemory:
+    """Per stage (first, a middle one, last): the parameters one GPU holds and its activation bytes, split
+    into the part that scales with the micro-batches in flight and the fixed part (the recompute peak and
+    the logits). Depends only on the fields of :data:`emulator.cost.shapes.SHAPE_FIELDS`."""
+
+    first_dense_L: Any
+    first_expert_L: Any
+    first_act_per_mb_L: Any
+    first_act_fixed_L: Any
+    mid_dense_L: Any
+    mid_expert_L: Any
+    mid_act_per_mb_L: Any
+    mid_act_fixed_L: Any
+    last_dense_L: Any
+    last_expert_L: Any
+    last_act_per_mb_L: Any
+    last_act_fixed_L: Any
+
+    @classmethod
+    def of(cls, model: ModelSpec, train: TrainSpec, lay: LayoutBatch, xp: Any) -> StageMemory:
+        st = StageLayers.of(model, lay, xp)
+        single_L = lay.pp_L == 1.0
+        dense_act = stored_bytes_per_layer(model, train, lay, xp, moe=False)
+        moe_act = stored_bytes_per_layer(model, train, lay, xp, moe=True) if model.is_moe else dense_act
+        full_dense = activation_bytes_per_layer(model, train, lay, xp, moe=False)
+        full_moe = activation_bytes_per_layer(model, train, lay, xp, moe=True) if model.is_moe else full_dense
+        recompute_peak_L = where(lay.recompute_L == 2.0, xp.maximum(full_dense, full_moe), 0.0, xp)
+        tok = Tokens.of(train, lay)
+        logits_L = 6.0 * tok.T_L * float(model.vocab_size) / lay.tp_L
+        embed_act_L = 2.0 * tok.Tn_L * float(model.hidden_size)
+        per = LayerParams.of(model, lay, xp)
+        # The first stage holds the output layer only when it is also the last (pp=1) and it is not tied.
+        first_out = as_float(single_L, xp) * (0.0 if model.tied_embeddings else 1.0)
+        first = stage_params(model, lay, st.first_dense_L, st.first_moe_L, True, first_out, xp, per)
+        mid = stage_params(model, lay, st.mid_dense_L, st.mid_moe_L, False, True, xp, per)
+        last = stage_params(model, lay, st.last_dense_L, st.last_moe_L, False, True, xp, per)
+        return cls(
+            first.dense_L, first.expert_L,
+            st.first_dense_L * dense_act + st.first_moe_L * moe_act + embed_act_L,
+            recompute_peak_L + where(single_L, logits_L, 0.0, xp),
+            mid.dense_L, mid.expert_L, st.mid_dense_L * dense_act + st.mid_moe_L * moe_act, recompute_peak_L,
+            last.dense_L, last.expert_L, st.last_dense_L * dense_act + st.last_moe_L * moe_act,
+            recompute_peak_L + logits_L,
+        )
+
+
 def memory_per_gpu(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpec, xp: Any,
-                   shapes: LayerShapes | None = None, stages: StageLayers | None = None) -> MemoryBreakdown:
-    """Per-GPU memory of the most loaded pipeline stage (first or last) for each layout."""
-    st = stages or StageLayers.of(model, lay, xp)
+                   shapes: LayerShapes | None = None) -> MemoryBreakdown:
+    """Per-GPU memory of the most loaded pipeline stage (first, middle or last) for each layout."""
+    sm = (shapes or LayerShapes(None, None)).apply(lambda b: StageMemory.of(model, train, b, xp), lay, xp)
     m_L = train.global_batch / (lay.dp_L * lay.mb_L)
-    single_L = lay.pp_L == 1.0
     interleave_L = where(lay.vpp_L > 1.0, 1.0 + (lay.pp_L - 1.0) / (lay.pp_L * lay.vpp_L), 1.0, xp)
     inflight_L = xp.minimum(lay.pp_L, m_L) * interleave_L
     # 1F1B: stage i keeps pp - i micro-batches in flight; the second stage is the fullest middle stage.
     inflight_mid_L = xp.minimum(xp.maximum(lay.pp_L - 1.0, 1.0), m_L) * interleave_L
-    sh = shapes or LayerShapes(None, None)
-
-    def per_shape(fn: Any, moe: bool) -> Any:
-        return sh.apply(lambda b: fn(model, train, b, xp, moe=moe), lay, xp)
-
-    dense_act = per_shape(stored_bytes_per_layer, False)
-    moe_act = per_shape(stored_bytes_per_layer, True) if model.is_moe else dense_act
-    full_dense = per_shape(activation_bytes_per_layer, False)
-    full_moe = per_shape(activation_bytes_per_layer, True) if model.is_moe else full_dense
-    recompute_peak_L = where(lay.recompute_L == 2.0, xp.maximum(full_dense, full_moe), 0.0, xp)
-    tok = Tokens.of(train, lay)
-    logits_L = 6.0 * tok.T_L * float(model.vocab_size) / lay.tp_L
-    embed_act_L = 2.0 * tok.Tn_L * float(model.hidden_size)
-
-    def stage(n_dense: Any, n_moe: Any, first: bool, last_L: Any, inflight: Any) -> tuple[Any, ...]:
-        # The first stage holds the output layer only when it is also the last (pp=1) and it is not tied.
-        output = as_float(single_L, xp) * (0.0 if model.tied_embeddings else 1.0) if first else True
-        params = stage_params(model, lay, n_dense, n_moe, embedding=first, output=output, xp=xp, per=per)
-        act = inflight * (n_dense * dense_act + n_moe * moe_act) + recompute_peak_L + last_L
-        if first:
-            act = act + inflight * embed_act_L
-        return (*_state_bytes(params, shards, train), act)
-
-    shards = Sharding.of(lay, model.is_moe, xp)
-    per = LayerParams.of(model, lay, xp)
-    first = stage(st.first_dense_L, st.first_moe_L, True, where(single_L, logits_L, 0.0, xp), inflight_L)
-    last = stage(st.last_dense_L, st.last_moe_L, False, logits_L, 1.0)
-    mid = stage(st.mid_dense_L, st.mid_moe_L, False, xp.zeros_like(logits_L), inflight_mid_L)
+    per_param = StateBytesPerParam.of(lay, model.is_moe, train, xp)
     reserved = train.memory_reserved_gb * GB
+    frag1 = 1.0 + train.fragmentation
+    # The most loaded stage by its total; its weights, gradients and optimizer bytes are computed once.
     best = None
-    for cand in (first, mid, last):
-        total = sum(cand[1:], cand[0]) + reserved + train.fragmentation * cand[3]
-        best = (cand, total) if best is None else _pick(best, (cand, total), xp)
+    for name, inflight in (("first", inflight_L), ("mid", inflight_mid_L), ("last", 1.0)):
+        dense, expert = getattr(sm, f"{name}_dense_L"), getattr(sm, f"{name}_expert_L")
+        act = inflight * getattr(sm, f"{name}_act_per_mb_L") + getattr(sm, f"{name}_act_fixed_L")
+        total = per_param.state_bytes(dense, expert) + frag1 * act
+        best = (dense, expert, act, total) if best is None else _pick(best, (dense, expert, act, total), xp)
     assert best is not None
-    (w, g, o, act), total = best
+    dense, expert, act, _ = best
+    w, g, o = per_param.split(dense, expert)
     other = reserved + train.fragmentation * act
+    total = w + g + o + act + other
     cap = gpu.hbm_bytes
-    return MemoryBreakdown(w, g, o, act, xp.zeros_like(w) + other, total, cap, total <= cap)
+    return MemoryBreakdown(w, g, o, act, other, total, cap, total <= cap)
 
 
-def _pick(a: tuple[tuple[Any, ...], Any], b: tuple[tuple[Any, ...], Any], xp: Any) -> tuple[tuple[Any, ...], Any]:
-    """Element-wise choice of the more loaded of two stages."""
-    take_b = b[1] > a[1]
-    parts = tuple(where(take_b, pb, pa, xp) for pa, pb in zip(a[0], b[0], strict=True))
-    return parts, where(take_b, b[1], a[1], xp)
+def _pick(a: tuple[Any, ...], b: tuple[Any, ...], xp: Any) -> tuple[Any, ...]:
+    """Element-wise choice of the more loaded of two stages (``(..., total)`` tuples; ties keep ``a``)."""
+    take_b = b[-1] > a[-1]
+    return tuple(where(take_b, pb, pa, xp) for pa, pb in zip(a, b, strict=True))
 
 
 @dataclass(frozen=True)
-class Sharding:
-    """Divisors of each ZeRO stage per layout: ``N`` replicas where the stage shards, else 1."""
+class StateBytesPerParam:
+    """Bytes per parameter one GPU holds for weights, gradients and optimizer state after ZeRO sharding
+    (weights shard at stage 3, gradients at 2, optimizer state at 1), for dense parameters (``N = dp*cp``
+    replicas) and expert parameters (``N = dp*cp/ep``): ``bytes / (1 + [zero >= stage] (N - 1))``."""
 
-    dense_L: dict[float, Any]
-    expert_L: dict[float, Any] | None
+    weights_dense_L: Any
+    grads_dense_L: Any
+    optimizer_dense_L: Any
+    weights_expert_L: Any | None
+    grads_expert_L: Any | None
+    optimizer_expert_L: Any | None
+    state_dense_L: Any
+    """Weights + gradients + optimizer bytes per dense parameter."""
+    state_expert_L: Any | None
 
     @classmethod
-    def of(cls, lay: LayoutBatch, moe: bool, xp: Any) -> Sharding:
+    def of(cls, lay: LayoutBatch, moe: bool, train: TrainSpec, xp: Any) -> StateBytesPerParam:
+        wbytes = WEIGHT_BYTES + (FP8_WEIGHT_COPY_BYTES if train.precision == "fp8" else 0.0)
+        per = ((wbytes, 3.0), (float(train.grad_reduce_bytes), 2.0), (OPTIMIZER_BYTES, 1.0))
+        masks = [as_float(lay.zero_L >= stage, xp) for _, stage in per]
+
+        def group(n_minus_1_L: Any) -> list[Any]:
+            return [b / (1.0 + m * n_minus_1_L) for (b, _), m in zip(per, masks, strict=True)]
+
         n_dense_L = lay.dp_L * lay.cp_L
-        dense = {s: 1.0 + as_float(lay.zero_L >= s, xp) * (n_dense_L - 1.0) for s in (1.0, 2.0, 3.0)}
+        wd, gd, od = group(n_dense_L - 1.0)
         if not moe:
-            return cls(dense, None)
-        n_exp_L = n_dense_L / lay.ep_L
-        return cls(dense, {s: 1.0 + as_float(lay.zero_L >= s, xp) * (n_exp_L - 1.0) for s in (1.0, 2.0, 3.0)})
+            return cls(wd, gd, od, None, None, None, wd + gd + od, None)
+        we, ge, oe = group(n_dense_L / lay.ep_L - 1.0)
+        return cls(wd, gd, od, we, ge, oe, wd + gd + od, we + ge + oe)
 
+    def split(self, dense_L: Any, expert_L: Any) -> tuple[Any, Any, Any]:
+        """Weights, gradients and optimizer bytes of ``dense_L`` dense and ``expert_L`` expert parameters."""
+        out = []
+        for d, e in ((self.weights_dense_L, self.weights_expert_L), (self.grads_dense_L, self.grads_expert_L),
+                     (self.optimizer_dense_L, self.optimizer_expert_L)):
+            out.append(dense_L * d if e is None else dense_L * d + expert_L * e)
+        return out[0], out[1], out[2]
 
-def _state_bytes(params: StageParams, shards: Sharding, train: TrainSpec) -> tuple[Any, Any, Any]:
-    """Weights, gradients and optimizer bytes after ZeRO sharding (weights shard at stage 3, gradients at
-    2, optimizer state at 1)."""
-    wbytes = WEIGHT_BYTES + (FP8_WEIGHT_COPY_BYTES if train.precision == "fp8" else 0.0)
-    gb = float(train.grad_reduce_bytes)
-    out = []
-    for per, stage in ((wbytes, 3.0), (gb, 2.0), (OPTIMIZER_BYTES, 1.0)):
-        value = params.dense_L * per / shards.dense_L[stage]
-        if shards.expert_L is not None:
-            value = value + params.expert_L * per / shards.expert_L[stage]
-        out.append(value)
-    return out[0], out[1], out[2]
+    def state_bytes(self, dense_L: Any, expert_L: Any) -> Any:
+        """Weights + gradients + optimizer bytes."""
+        if self.state_expert_L is None:
+            return dense_L * self.state_dense_L
+        return dense_L * self.state_dense_L + expert_L * self.state_expert_L

@@ -1,24 +1,34 @@
-"""Distinct layer shapes of a layout batch, to evaluate shape-only quantities once per shape.
+"""Distinct stage shapes of a layout batch, to evaluate shape-only quantities once per shape.
 
-Per-layer times, embedding/output times and per-layer activation bytes depend only on the fields of
-:data:`LAYER_KEY_RADIX` (tp, cp, ep, micro-batch, sequence parallelism, recompute, TP overlap), not on
-pp, dp, vpp or zero. A search chunk has thousands of layouts but a few dozen shapes: evaluating a
-quantity on one representative per shape and gathering it back is exact (the same arithmetic on the
-same inputs) and much cheaper.
+Per-layer times, embedding/output times, per-layer activation bytes, the layer counts of each
+pipeline stage and so which stage is the heaviest per micro-batch depend only on the fields of
+:data:`SHAPE_FIELDS` (tp, cp, ep, micro-batch, pp, sequence parallelism, recompute, TP overlap), not
+on dp, vpp, zero or the DP/PP overlap switches. A search chunk has thousands of layouts but a few
+hundred shapes: evaluating a quantity on one representative per shape and gathering it back is
+exact (the same arithmetic on the same inputs) and much cheaper.
+
+The shape key is a mixed-radix integer built in float64 (radix = the largest value of each field + 1;
+every field is integer-valued and non-negative, checked through the key; exact below 2^53);
+``unique_inverse`` of the key gives each layout's shape, and the representatives are decoded from
+the unique keys in int64. Their other fields are NaN, so a shape-level
+computation that reads a field outside the key shows up as NaN instead of a silently wrong number.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any
 
 from emulator.cost.layout import LayoutBatch
 
-LAYER_KEY_RADIX = (("tp_L", 1024.0), ("cp_L", 1024.0), ("ep_L", 1024.0), ("mb_L", 1024.0), ("sp_L", 2.0),
-                   ("recompute_L", 4.0), ("tp_overlap_L", 2.0))
-"""The fields a layer's cost depends on and the radix of each in the combined key: 1024^4 * 16 < 2^53,
-so the key is exact in float64."""
+SHAPE_FIELDS = ("tp_L", "cp_L", "ep_L", "mb_L", "pp_L", "sp_L", "recompute_L", "tp_overlap_L")
+"""The fields a stage's per-micro-batch cost depends on."""
+MIN_BATCH = 64
+"""Below this many layouts, dedupe costs more than it saves."""
+MAX_KEY = 2**53
+"""The mixed-radix key is built in float64: it must stay an exact integer there."""
 
 
 @dataclass(frozen=True)
@@ -31,15 +41,27 @@ class LayerShapes:
 
     @classmethod
     def of(cls, lay: LayoutBatch, xp: Any) -> LayerShapes:
-        if lay.size <= 64 or any(float(xp.max(getattr(lay, name))) >= radix for name, radix in LAYER_KEY_RADIX):
+        if lay.size <= MIN_BATCH:
             return cls(None, None)
-        key = xp.zeros_like(lay.tp_L)
-        for name, radix in LAYER_KEY_RADIX:
-            key = key * radix + getattr(lay, name)
-        uniq = xp.unique_all(key)
-        if uniq.values.shape[0] * 4 > lay.size:
+        cols = [getattr(lay, name) for name in SHAPE_FIELDS]
+        radix = [int(xp.max(c)) + 1 for c in cols]
+        if math.prod(radix) >= MAX_KEY or min(float(xp.min(c)) for c in cols) < 0.0:
             return cls(None, None)
-        small = LayoutBatch(**{f.name: xp.take(getattr(lay, f.name), uniq.indices) for f in fields(LayoutBatch)})
+        key = cols[0]
+        for c, r in zip(cols[1:], radix[1:], strict=True):
+            key = key * float(r) + c
+        if not bool(xp.all(xp.floor(key) == key)):  # a non-integer field: no exact key
+            return cls(None, None)
+        uniq = xp.unique_inverse(key)
+        n = int(uniq.values.shape[0])
+        if n * 4 > lay.size:
+            return cls(None, None)
+        rest, decoded = xp.astype(uniq.values, xp.int64), {}
+        for name, r in zip(SHAPE_FIELDS[::-1], radix[::-1], strict=True):
+            decoded[name] = xp.astype(rest % r, xp.float64)
+            rest = rest // r
+        nan = xp.full((n,), math.nan, dtype=xp.float64)
+        small = LayoutBatch(**{f.name: decoded.get(f.name, nan) for f in fields(LayoutBatch)})
         return cls(small, xp.reshape(uniq.inverse_indices, (-1,)))
 
     def apply(self, fn: Callable[[LayoutBatch], Any], lay: LayoutBatch, xp: Any) -> Any:
@@ -54,4 +76,6 @@ class LayerShapes:
     def _gather(self, value: Any, xp: Any) -> Any:
         if isinstance(value, tuple):
             return ()
+        if not hasattr(value, "shape"):
+            return value
         return xp.take(value, self.inverse)

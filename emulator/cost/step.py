@@ -160,31 +160,49 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
                      idle)
 
 
-def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: GpuSpec, lay: LayoutBatch,
-              xp: Any) -> StepTime:
-    """Nominal step of every layout in ``lay`` when all GPUs are of type ``gpu``."""
-    fabric = Fabric.of(cluster, gpu)
-    shapes = LayerShapes.of(lay, xp)
+@dataclass(frozen=True)
+class StageCost:
+    """Per micro-batch seconds of the heaviest pipeline stage, by kind, and the parameters of the
+    heaviest-parameter stage (what data parallelism reduces and the optimizer updates)."""
 
-    def kind_time(moe_layer: bool) -> LayerTime:
-        return shapes.apply(lambda b: layer_time(model, train, b, gpu, fabric, xp, moe_layer), lay, xp)
+    compute_s_L: Any
+    other_s_L: Any
+    tp_comm_s_L: Any
+    cp_comm_s_L: Any
+    ep_comm_s_L: Any
+    memory_bound_s_L: Any
+    total_s_L: Any
+    """``t_fb``: one micro-batch forward and backward through every layer of the heaviest stage."""
+    dense_params_L: Any
+    expert_params_L: Any
 
-    moe = kind_time(True) if model.is_moe else None
+
+STAGE_KEYS = ("compute", "other", "tp_comm", "cp_comm", "ep_comm")
+"""The per micro-batch kinds a stage adds up (``memory_bound`` is a part of ``compute``)."""
+
+
+def stage_cost(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpec, fabric: Fabric,
+               xp: Any) -> StageCost:
+    """The heaviest stage of each layout per micro-batch; depends only on the fields of
+    :data:`emulator.cost.shapes.SHAPE_FIELDS`, so a batch evaluates it once per shape."""
+    moe = layer_time(model, train, lay, gpu, fabric, xp, True) if model.is_moe else None
     has_dense = not model.is_moe or model.num_dense_layers > 0
-    dense = kind_time(False) if has_dense else moe
+    dense = layer_time(model, train, lay, gpu, fabric, xp, False) if has_dense else moe
     assert dense is not None
     moe = dense if moe is None else moe
-    emb = shapes.apply(lambda b: block_time(embedding_ops(model, train, b, xp), gpu, train.precision, xp), lay, xp)
-    out = shapes.apply(lambda b: block_time(logits_ops(model, train, b, xp), gpu, train.precision, xp), lay, xp)
+    emb = block_time(embedding_ops(model, train, lay, xp), gpu, train.precision, xp)
+    out = block_time(logits_ops(model, train, lay, xp), gpu, train.precision, xp)
     st = StageLayers.of(model, lay, xp)
     rc = lay.recompute_L
     single_L = lay.pp_L == 1.0
 
-    # Per-layer quantities of each layer kind, computed once and weighted by each stage's layer counts.
+    # Per-layer quantities of each layer kind, weighted by each stage's layer counts.
+    zero_L = xp.zeros_like(lay.tp_L)
     kinds = {"compute": (dense.compute_s(), moe.compute_s()), "other": (dense.host_idle_s_L, moe.host_idle_s_L),
+             "tp_comm": (dense.comm_s("tp", rc, xp), moe.comm_s("tp", rc, xp)),
+             "cp_comm": (dense.comm_s("cp", rc, xp), moe.comm_s("cp", rc, xp)),
+             "ep_comm": (zero_L, moe.comm_s("ep", rc, xp)) if model.is_moe else (zero_L, zero_L),
              "memory_bound": (dense.memory_bound_s_L, moe.memory_bound_s_L)}
-    for kind in ("tp", "cp") + (("ep",) if model.is_moe else ()):
-        kinds[f"{kind}_comm"] = (dense.comm_s(kind, rc, xp), moe.comm_s(kind, rc, xp))
     emb_s, out_s = emb.fwd_s_L + emb.bwd_s_L, out.fwd_s_L + out.bwd_s_L
 
     def stage(n_dense: Any, n_moe: Any, first: Any, last: Any) -> dict[str, Any]:
@@ -194,11 +212,8 @@ def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: Gpu
             parts = {key: n_dense * d for key, (d, _) in kinds.items()}
         parts["compute"] = parts["compute"] + first * emb_s + last * out_s
         parts["memory_bound"] = parts["memory_bound"] + first * emb.memory_bound_s_L + last * out.memory_bound_s_L
-        if not model.is_moe:
-            parts["ep_comm"] = xp.zeros_like(lay.tp_L)
         return parts
 
-    zero_L = xp.zeros_like(lay.tp_L)
     heads = 1.0 + float(model.mtp_layers)  # output-head passes: the main one and one per MTP module
     stages = (
         stage(st.first_dense_L, st.first_moe_L, 1.0, where(single_L, heads, 0.0, xp)),
@@ -206,16 +221,28 @@ def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: Gpu
         stage(st.last_dense_L, st.last_moe_L, zero_L, heads),
     )
     heavy = stages[0]
-    heavy_total = sum(v for k, v in heavy.items() if k != "memory_bound")
+    heavy_total = sum(heavy[k] for k in STAGE_KEYS)
     for cand in stages[1:]:
-        total = sum(v for k, v in cand.items() if k != "memory_bound")
+        total = sum(cand[k] for k in STAGE_KEYS)
         take = total > heavy_total
         heavy = {k: where(take, cand[k], heavy[k], xp) for k in heavy}
         heavy_total = where(take, total, heavy_total, xp)
+    params = stage_params(model, lay, xp.maximum(st.first_dense_L, st.mid_dense_L),
+                          xp.maximum(xp.maximum(st.first_moe_L, st.mid_moe_L), st.last_moe_L), True, True, xp)
+    return StageCost(heavy["compute"], heavy["other"], heavy["tp_comm"], heavy["cp_comm"], heavy["ep_comm"],
+                     heavy["memory_bound"], heavy_total, params.dense_L, params.expert_L)
+
+
+def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: GpuSpec, lay: LayoutBatch,
+              xp: Any) -> StepTime:
+    """Nominal step of every layout in ``lay`` when all GPUs are of type ``gpu``."""
+    fabric = Fabric.of(cluster, gpu)
+    shapes = LayerShapes.of(lay, xp)
+    sc = shapes.apply(lambda b: stage_cost(model, train, b, gpu, fabric, xp), lay, xp)
     m_L = float(train.global_batch) / (lay.dp_L * lay.mb_L)
-    memory_bound = m_L * heavy.pop("memory_bound")
-    breakdown = {k: m_L * v for k, v in heavy.items()}
-    breakdown["bubble"] = (lay.pp_L - 1.0) / lay.vpp_L * heavy_total
+    breakdown = {k: m_L * getattr(sc, f"{k}_s_L") for k in STAGE_KEYS}
+    memory_bound = m_L * sc.memory_bound_s_L
+    breakdown["bubble"] = (lay.pp_L - 1.0) / lay.vpp_L * sc.total_s_L
 
     # Pipeline send/recv of the T x h / tp activation (scatter-gather optimisation).
     tok = Tokens.of(train, lay)
@@ -224,23 +251,21 @@ def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: Gpu
     breakdown["pp_comm"] = where(lay.pp_L > 1.0, transfers * p2p, 0.0, xp)
 
     # Data parallel and optimizer over the parameters of the heaviest-parameter stage.
-    params = stage_params(model, lay, xp.maximum(st.first_dense_L, st.mid_dense_L),
-                          xp.maximum(xp.maximum(st.first_moe_L, st.mid_moe_L), st.last_moe_L), True, True, xp)
-    t_fb_one = heavy_total  # one micro-batch through every layer of the heaviest stage
-    breakdown["dp_comm"] = _dp_exposed(params.dense_L, lay.dp_L * lay.cp_L, lay.tp_L, train, lay, fabric, m_L,
+    t_fb_one = sc.total_s_L  # one micro-batch through every layer of the heaviest stage
+    breakdown["dp_comm"] = _dp_exposed(sc.dense_params_L, lay.dp_L * lay.cp_L, lay.tp_L, train, lay, fabric, m_L,
                                        t_fb_one, xp)
     if model.is_moe:
         breakdown["dp_comm"] = breakdown["dp_comm"] + _dp_exposed(
-            params.expert_L, lay.dp_L * lay.cp_L / lay.ep_L, lay.tp_L * lay.ep_L, train, lay, fabric, m_L, t_fb_one,
-            xp)
+            sc.expert_params_L, lay.dp_L * lay.cp_L / lay.ep_L, lay.tp_L * lay.ep_L, train, lay, fabric, m_L,
+            t_fb_one, xp)
     n_dense_rep = lay.dp_L * lay.cp_L
     shard_dense = 1.0 + as_float(lay.zero_L >= 1.0, xp) * (n_dense_rep - 1.0)
     shard_exp = 1.0 + as_float(lay.zero_L >= 1.0, xp) * (n_dense_rep / lay.ep_L - 1.0)
-    opt_bytes = ADAM_BYTES_PER_SHARDED_PARAM * (params.dense_L / shard_dense + params.expert_L / shard_exp) \
-        + GRAD_PASS_BYTES_PER_PARAM * (params.dense_L + params.expert_L)
+    opt_bytes = ADAM_BYTES_PER_SHARDED_PARAM * (sc.dense_params_L / shard_dense + sc.expert_params_L / shard_exp) \
+        + GRAD_PASS_BYTES_PER_PARAM * (sc.dense_params_L + sc.expert_params_L)
     breakdown["optimizer"] = opt_bytes / (gpu.hbm_bytes_per_s * gpu.efficiency.hbm)
     step = sum(breakdown[k] for k in BREAKDOWN_KEYS)
-    mem = memory_per_gpu(model, train, lay, gpu, xp, shapes, st)
+    mem = memory_per_gpu(model, train, lay, gpu, xp, shapes)
     return StepTime(step, {k: breakdown[k] for k in BREAKDOWN_KEYS}, memory_bound, mem)
 
 

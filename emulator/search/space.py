@@ -59,44 +59,45 @@ class Space:
     def chunks(self, chunk: int, model: ModelSpec, train: TrainSpec) -> Iterator[dict[str, np.ndarray]]:
         """Valid layouts, at most about ``chunk`` at a time, as float64 columns, in grid order.
 
-        Only valid points are built: for each (tp, cp, pp) whose product divides the GPU count, dp is
-        fixed, and the micro-batches, expert-parallel sizes and virtual stages that fit it are chosen
-        before taking their product with ZeRO and recompute.
+        Only valid points are built. A block is a (tp, cp, pp) whose product divides the GPU count (dp
+        is then fixed); within a block, which virtual-stage counts, expert-parallel sizes and
+        micro-batches are allowed depends on pp, dp * cp and dp alone, so three masks per block give
+        the valid (vpp, ep, micro_batch) points with one ``nonzero`` over a chunk of blocks, each
+        repeated over every (zero, recompute) pair.
         """
         v = self.values
         L, G, gb = model.num_layers, self.num_gpus, train.global_batch
-        parts: list[dict[str, np.ndarray]] = []
-        size = 0
-        for tp in v["tp"]:
-            for cp in v["cp"]:
-                for pp in v["pp"]:
-                    mp = int(tp * cp * pp)
-                    if G % mp:
-                        continue
-                    dp = G // mp
-                    vpp = [x for x in v["vpp"] if pp * x <= L and (x == 1 or (pp > 1 and L % (pp * x) == 0))]
-                    ep = [x for x in v["ep"] if (dp * cp) % x == 0]
-                    mb = [x for x in v["micro_batch"] if gb % (dp * x) == 0]
-                    if not (vpp and ep and mb):
-                        continue
-                    grid = np.meshgrid(np.asarray(vpp), np.asarray(ep), np.asarray(mb), v["zero"], v["recompute"],
-                                       indexing="ij")
-                    n = grid[0].size
-                    block = {"tp": np.full(n, float(tp)), "cp": np.full(n, float(cp)), "pp": np.full(n, float(pp)),
-                             "dp": np.full(n, float(dp))}
-                    for name, g in zip(("vpp", "ep", "micro_batch", "zero", "recompute"), grid, strict=True):
-                        block[name] = g.ravel().astype(np.float64)
-                    parts.append(block)
-                    size += n
-                    if size >= chunk:
-                        yield _concat(parts)
-                        parts, size = [], 0
-        if parts:
-            yield _concat(parts)
-
-
-def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        tp_B, cp_B, pp_B = (g.ravel() for g in np.meshgrid(v["tp"], v["cp"], v["pp"], indexing="ij"))
+        ok_B = G % (tp_B * cp_B * pp_B) == 0
+        tp_B, cp_B, pp_B = tp_B[ok_B], cp_B[ok_B], pp_B[ok_B]
+        dp_B = G // (tp_B * cp_B * pp_B)
+        vpp_V, ep_E, mb_M = v["vpp"], v["ep"], v["micro_batch"]
+        pv_BV = pp_B[:, None] * vpp_V[None, :]
+        vpp_ok_BV = (pv_BV <= L) & ((vpp_V[None, :] == 1) | ((pp_B[:, None] > 1) & (L % pv_BV == 0)))
+        ep_ok_BE = (dp_B * cp_B)[:, None] % ep_E[None, :] == 0
+        mb_ok_BM = gb % (dp_B[:, None] * mb_M[None, :]) == 0
+        zr = len(v["zero"]) * len(v["recompute"])
+        count_B = vpp_ok_BV.sum(1) * ep_ok_BE.sum(1) * mb_ok_BM.sum(1) * zr
+        zero_K = np.repeat(v["zero"], len(v["recompute"])).astype(np.float64)
+        rec_K = np.tile(v["recompute"], len(v["zero"])).astype(np.float64)
+        start, n_blocks, size = 0, len(count_B), 0
+        for end in range(n_blocks):
+            size += int(count_B[end])
+            if size < chunk and end < n_blocks - 1:
+                continue
+            sl = slice(start, end + 1)
+            start, size = end + 1, 0
+            mask = vpp_ok_BV[sl, :, None, None] & ep_ok_BE[sl, None, :, None] & mb_ok_BM[sl, None, None, :]
+            b, i_v, i_e, i_m = (np.repeat(ix, zr) for ix in np.nonzero(mask))
+            if not b.size:
+                continue
+            b = b + sl.start
+            reps = b.size // zr
+            yield {"tp": tp_B[b].astype(np.float64), "cp": cp_B[b].astype(np.float64),
+                   "pp": pp_B[b].astype(np.float64), "dp": dp_B[b].astype(np.float64),
+                   "vpp": vpp_V[i_v].astype(np.float64), "ep": ep_E[i_e].astype(np.float64),
+                   "micro_batch": mb_M[i_m].astype(np.float64), "zero": np.tile(zero_K, reps),
+                   "recompute": np.tile(rec_K, reps)}
 
 
 def valid(col: dict[str, np.ndarray], num_gpus: int, model: ModelSpec, train: TrainSpec) -> np.ndarray:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from emulator import catalogue
+from emulator.cost import shapes as shapes_mod
 from emulator.cost.collectives import Fabric
 from emulator.cost.layout import LayoutBatch
 from emulator.cost.memory import memory_per_gpu
@@ -142,3 +143,41 @@ def test_nominal_agrees_across_backends(model_name: str, specs: list[ParallelSpe
     got = _results(model, specs, xps)
     for key in ref:
         assert got[key] == pytest.approx(ref[key], rel=1e-12), key
+
+
+def _random_layouts(n: int, xp: Any, seed: int = 3) -> LayoutBatch:
+    """``n`` layouts of 64 GPUs with repeated shapes (more than MIN_BATCH, so the shape dedupe is on)."""
+    rng = np.random.default_rng(seed)
+    tp, pp, cp = rng.choice([1, 2, 4], n), rng.choice([1, 2, 4], n), rng.choice([1, 2], n)
+    dp = NUM_GPUS // (tp * pp * cp)
+    ep = np.where((dp * cp) % 4 == 0, rng.choice([1, 2, 4], n), 1)
+    cols = {"tp_L": tp, "pp_L": pp, "cp_L": cp, "dp_L": dp, "ep_L": ep,
+            "vpp_L": np.where(pp > 1, rng.choice([1, 2], n), 1), "mb_L": rng.choice([1, 2], n),
+            "zero_L": rng.choice([0, 1, 2, 3], n), "recompute_L": rng.choice([0, 1, 2], n),
+            **{name: rng.choice([0, 1], n) for name in ("sp_L", "tp_overlap_L", "dp_overlap_L", "pp_overlap_L")}}
+    return LayoutBatch.from_columns(xp, **{k: xp.asarray(v.astype(np.float64)) for k, v in cols.items()})
+
+
+@pytest.mark.parametrize("xp", [np, xps], ids=["numpy", "array_api_strict"])
+@pytest.mark.parametrize("model_name", ["tiny", "tiny_moe"])
+def test_shape_dedupe_is_exact(model_name: str, xp: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large batch is evaluated once per distinct stage shape and gathered back (LayerShapes); the result
+    equals evaluating every layout on its own (dedupe switched off), to the last bit."""
+    model, lay = catalogue.model(model_name), _random_layouts(8000, xp)
+    assert shapes_mod.LayerShapes.of(lay, xp).small is not None, "the dedupe must be on for this batch"
+
+    def run() -> dict[str, np.ndarray]:
+        res = nominal(model, TRAIN, sized_cluster(NUM_GPUS), lay, xp)
+        mem = res.by_gpu_type["h100"].memory
+        out = {k: np.asarray([float(v) for v in res.breakdown_s[k]]) for k in BREAKDOWN_KEYS}
+        out["step"] = np.asarray([float(v) for v in res.step_time_s_L])
+        for f in ("weights_L", "gradients_L", "optimizer_L", "activations_L", "total_L"):
+            out[f] = np.asarray([float(v) for v in getattr(mem, f)])
+        return out
+
+    deduped = run()
+    monkeypatch.setattr(shapes_mod.LayerShapes, "of", classmethod(lambda cls, lay, xp: cls(None, None)))
+    alone = run()
+    for key, values in alone.items():
+        assert np.all(np.isfinite(deduped[key])), key
+        np.testing.assert_array_equal(deduped[key], values, err_msg=key)
