@@ -65,11 +65,12 @@ def print_top(job: SearchJob, search: SearchSpec, result: SearchResult, console:
               f"({result.fitting:,} fit) of {result.grid_points:,} grid points in {result.seconds:.2f} s "
               f"({result.layouts / max(result.seconds, 1e-9):,.0f} layouts/s); objective {search.objective}")
     t = Table(show_header=True, header_style="bold")
-    for col in ("#", "tp", "pp", "dp", "cp", "ep", "vpp", "mb", "zero", "recompute", "step s", "tokens/s", "MFU",
-                "GB/GPU"):
+    for col in ("#", "tp", "pp", "dp", "cp", "ep", "etp", "vpp", "mb", "zero", "recompute", "step s", "tokens/s",
+                "MFU", "GB/GPU"):
         t.add_column(col, justify="right")
     for i, row in enumerate(result.best, 1):
-        t.add_row(str(i), *(str(row[k]) for k in ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "zero")),
+        t.add_row(str(i), *(str(row[k]) for k in ("tp", "pp", "dp", "cp", "ep", "etp", "vpp", "micro_batch",
+                                                           "zero")),
                   row["recompute"], f"{row['step_time_s']:.3f}", f"{row['tokens_per_s']:,.0f}", f"{row['mfu']:.1%}",
                   f"{row['memory_bytes'] / 1e9:.1f}")
     con.print(t)
@@ -79,7 +80,8 @@ def print_mixed(mixed: dict[str, Any]) -> None:
     def short(row: dict[str, Any] | None) -> str:
         if row is None:
             return "no layout"
-        return (f"tp{row['tp']} pp{row['pp']} dp{row['dp']} cp{row['cp']} ep{row['ep']} vpp{row['vpp']} "
+        return (f"tp{row['tp']} pp{row['pp']} dp{row['dp']} cp{row['cp']} ep{row['ep']} etp{row['etp']} "
+                f"vpp{row['vpp']} "
                 f"mb{row['micro_batch']} zero{row['zero']} {row['recompute']}: {row['step_time_s']:.3f} s, "
                 f"{row['tokens_per_s']:,.0f} tokens/s")
 

@@ -63,6 +63,7 @@ def main() -> None:
 
     model, gpus = catalogue.model("gpt3_175b"), 6144
     job175 = build_job(compose_config(["model=gpt3_175b", "cluster=dgx_h100", f"cluster.num_gpus={gpus}",
+                                       "parallel=default",
                                        "parallel.tp=8", "parallel.pp=8", "train.seq_len=2048",
                                        "train.global_batch=1536"]))
     lay = LayoutBatch.from_columns(np, **layout_columns(args.layouts, gpus, np.random.default_rng(0)))

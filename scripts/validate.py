@@ -7,7 +7,20 @@ from __future__ import annotations
 
 import argparse
 
-from emulator.validation import evaluate_all, summary
+from emulator.validation import RowResult, evaluate_all, summary
+
+
+def groups(results: list[RowResult]) -> dict[str, list[RowResult]]:
+    """The rows as a whole and by kind, GPU, precision and source family."""
+    out: dict[str, list[RowResult]] = {"all": results, "dense": [r for r in results if not r.moe],
+                                       "MoE": [r for r in results if r.moe]}
+    for gpu in sorted({r.gpu for r in results}):
+        out[gpu] = [r for r in results if r.gpu == gpu]
+    for prec in sorted({r.precision for r in results}):
+        out[prec] = [r for r in results if r.precision == prec]
+    for family in sorted({r.id.split("_")[0] for r in results}):
+        out[family] = [r for r in results if r.id.split("_")[0] == family]
+    return out
 
 
 def main() -> None:
@@ -23,8 +36,10 @@ def main() -> None:
             kind = "MoE" if r.moe else "dense"
             print(f"| {r.id} | {r.gpu} | {r.precision} | {kind} | {r.metric} {r.published_value:g} "
                   f"| {r.published_step_s:.3f} | {r.predicted_step_s:.3f} | {r.error:+.1%} |")
-        s = summary(results)
-        print(f"\n{int(s['rows'])} rows: mean |error| {s['mean_abs_error']:.2%}, max |error| {s['max_abs_error']:.2%}")
+        print("\n| rows | count | mean abs error | max abs error |\n|---|---:|---:|---:|")
+        for name, rows in groups(results).items():
+            s = summary(rows)
+            print(f"| {name} | {int(s['rows'])} | {s['mean_abs_error']:.1%} | {s['max_abs_error']:.1%} |")
         return
     print(f"{'row':46s} {'gpu':5s} {'prec':4s} {'kind':5s} {'metric':22s} {'published':>10s} "
           f"{'pub step s':>11s} {'pred step s':>11s} {'error':>7s}")
@@ -34,8 +49,11 @@ def main() -> None:
         if args.breakdown:
             parts = ", ".join(f"{k}={v:.3f}" for k, v in r.breakdown_s.items() if v > 0)
             print(f"{'':46s} {parts}")
-    s = summary(results)
-    print(f"\nrows: {int(s['rows'])}   mean |error|: {s['mean_abs_error']:.2%}   max |error|: {s['max_abs_error']:.2%}")
+    print()
+    for name, rows in groups(results).items():
+        s = summary(rows)
+        print(f"{name:12s} rows: {int(s['rows']):4d}   mean |error|: {s['mean_abs_error']:6.2%}   "
+              f"max |error|: {s['max_abs_error']:6.2%}")
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def build_search(cfg: DictConfig | dict[str, Any]) -> SearchSpec:
     for key, value in raw.items():
         if key not in allowed:
             raise ConfigError(f"search.{key}", value, f"unknown key; allowed: {', '.join(sorted(allowed))}")
-    for key in ("tp", "pp", "cp", "ep", "vpp", "micro_batch", "zero", "recompute"):
+    for key in ("tp", "pp", "cp", "ep", "etp", "vpp", "micro_batch", "zero", "recompute"):
         value = raw.get(key, [])
         if value is None:
             value = []

@@ -101,6 +101,7 @@ class ParallelConf:
     dp: int = -1
     cp: int = 1
     ep: int = 1
+    etp: int = 0
     vpp: int = 1
     micro_batch: int = 1
     zero: int = 1
@@ -185,6 +186,7 @@ class SearchConf:
     pp: Any = field(default_factory=list)
     cp: Any = field(default_factory=list)
     ep: Any = field(default_factory=list)
+    etp: Any = field(default_factory=list)
     vpp: Any = field(default_factory=list)
     micro_batch: Any = field(default_factory=list)
     zero: Any = field(default_factory=list)

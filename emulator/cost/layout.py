@@ -20,6 +20,8 @@ class LayoutBatch:
     dp_L: Any
     cp_L: Any
     ep_L: Any
+    etp_L: Any
+    """GPUs that split each expert (expert tensor parallelism; ``tp`` unless set)."""
     vpp_L: Any
     mb_L: Any
     zero_L: Any
@@ -42,6 +44,7 @@ class LayoutBatch:
             dp_L=col([s.dp for s in specs]),
             cp_L=col([s.cp for s in specs]),
             ep_L=col([s.ep for s in specs]),
+            etp_L=col([s.expert_tp for s in specs]),
             vpp_L=col([s.vpp for s in specs]),
             mb_L=col([s.micro_batch for s in specs]),
             zero_L=col([s.zero for s in specs]),
@@ -54,7 +57,8 @@ class LayoutBatch:
 
     @classmethod
     def from_columns(cls, xp: Any, **columns: Any) -> LayoutBatch:
-        """Build from arrays (search): missing columns take the :class:`ParallelSpec` defaults."""
+        """Build from arrays (search): missing columns take the :class:`ParallelSpec` defaults (``etp_L``:
+        the ``tp_L`` column)."""
         n = None
         for value in columns.values():
             n = value.shape[0]
@@ -70,8 +74,11 @@ class LayoutBatch:
         for f in fields(cls):
             if f.name in columns:
                 values[f.name] = xp.astype(xp.asarray(columns[f.name]), xp.float64, copy=False)
+            elif f.name == "etp_L":
+                continue
             else:
                 values[f.name] = xp.full((n,), float(defaults[f.name]), dtype=xp.float64)
+        values.setdefault("etp_L", values["tp_L"])
         return cls(**values)
 
     @property

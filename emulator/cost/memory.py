@@ -4,8 +4,9 @@ Model state (mixed-precision Adam, Megatron-Core): BF16 weights (2 B/param), mai
 ``train.grad_reduce_bytes`` (4 B fp32 by default), FP32 master weights + Adam m + v (12 B).
 ZeRO stage z shards over the ``N`` data-parallel replicas of a parameter: z>=1 the 12 B of
 optimizer state, z>=2 the gradients, z=3 the weights. Dense parameters are replicated over
-``dp*cp`` ranks, expert parameters over ``dp*cp/ep``. FP8 training keeps one extra FP8 copy of
-each weight (1 B/param, Transformer Engine's cached cast).
+``dp*cp`` ranks, expert parameters over ``tp*cp*dp/(etp*ep)`` (``dp*cp/ep`` with the default
+etp = tp). FP8 training keeps one extra FP8 copy of each weight (1 B/param, Transformer Engine's
+cached cast).
 
 Activations per layer and micro-batch (bytes; generalises Korthikanti et al. 2022, Sec. 4, to
 GQA, gated MLPs, MoE and fused attention; ``Tn = T/tp`` with sequence parallelism else ``T``):
@@ -15,8 +16,9 @@ GQA, gated MLPs, MoE and fused attention; ``Tn = T/tp`` with sequence parallelis
   log-sum-exp ``4 T a/tp``; unfused: softmax output ``2 a s T/tp`` (+ dropout mask and output
   ``3 a s T/tp`` with dropout);
 - MLP: norm input ``2 Tn h``, fc1 input ``2 Tn h``, fc1 output ``2 g T f/tp``, activation output
-  ``2 T f/tp``, dropout mask ``Tn h``; MoE: fc1 input, output and activation for ``T k``
-  token-expert pairs, router probabilities ``4 Tn E``, plus the shared MLP.
+  ``2 T f/tp``, dropout mask ``Tn h``; MoE: fc1 input ``2 T k etp h / tp`` (the pairs a GPU computes),
+  output and activation ``mlp(T k, f)`` (``T k etp / tp`` pairs on ``f / etp``), router probabilities
+  ``4 Tn E``, plus the shared MLP.
 
 For GPT (q = kv = h, f = 4h, dropout, unfused, no SP) this is ``s b h (34 + 5 a s / h)`` and with
 SP ``s b h / t (34 + 5 a s / h)``: the paper's formulas (checked in the tests). Selective
@@ -56,7 +58,7 @@ class StageParams:
     dense_L: Any
     """Non-expert parameters (replicated over dp*cp)."""
     expert_L: Any
-    """Expert parameters (replicated over dp*cp/ep)."""
+    """Expert parameters (replicated over tp*cp*dp/(etp*ep))."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class LayerParams:
         dense_layer = (attn + float(model.mlp_params(model.dense_layer_ffn))) * inv_t
         moe_shared = (attn + float(model.mlp_params(model.ffn_hidden_size))) * inv_t \
             + float(model.hidden_size * model.num_experts)
-        experts = float(model.num_experts * model.expert_params()) / lay.ep_L * inv_t if model.is_moe \
+        experts = float(model.num_experts * model.expert_params()) / (lay.ep_L * lay.etp_L) if model.is_moe \
             else xp.zeros_like(inv_t)
         return cls(dense_layer, moe_shared, experts, float(model.vocab_size * model.hidden_size) * inv_t)
 
@@ -112,7 +114,9 @@ def activation_bytes_per_layer(model: ModelSpec, train: TrainSpec, lay: LayoutBa
     if moe:
         k, E = float(model.experts_per_token), float(model.num_experts)
         fe = float(model.expert_ffn_hidden_size)
-        block = 4.0 * Tn_L * h + 4.0 * Tn_L * E + 2.0 * T_L * k * h / t_L + mlp(T_L * k, fe)
+        # fc1 input: the T k etp / tp pairs this GPU computes (after the expert-TP all-gather); the
+        # expert intermediates, T k etp / tp pairs on f / etp, come to mlp(T k, f) whatever etp is.
+        block = 4.0 * Tn_L * h + 4.0 * Tn_L * E + 2.0 * T_L * k * lay.etp_L * h / t_L + mlp(T_L * k, fe)
         if model.ffn_hidden_size:
             block = block + mlp(T_L, float(model.ffn_hidden_size))
     else:
@@ -237,6 +241,12 @@ def memory_per_gpu(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: Gp
     return MemoryBreakdown(w, g, o, act, other, total, cap, total <= cap)
 
 
+def expert_replicas(lay: LayoutBatch) -> Any:
+    """Replicas of each expert parameter (expert data parallelism): ``tp cp dp / (etp ep)``; with the
+    default ``etp = tp``, ``cp dp / ep``."""
+    return lay.tp_L * lay.cp_L * lay.dp_L / (lay.etp_L * lay.ep_L)
+
+
 def _pick(a: tuple[Any, ...], b: tuple[Any, ...], xp: Any) -> tuple[Any, ...]:
     """Element-wise choice of the more loaded of two stages (``(..., total)`` tuples; ties keep ``a``)."""
     take_b = b[-1] > a[-1]
@@ -247,7 +257,7 @@ def _pick(a: tuple[Any, ...], b: tuple[Any, ...], xp: Any) -> tuple[Any, ...]:
 class StateBytesPerParam:
     """Bytes per parameter one GPU holds for weights, gradients and optimizer state after ZeRO sharding
     (weights shard at stage 3, gradients at 2, optimizer state at 1), for dense parameters (``N = dp*cp``
-    replicas) and expert parameters (``N = dp*cp/ep``): ``bytes / (1 + [zero >= stage] (N - 1))``."""
+    replicas) and expert parameters (``N = tp*cp*dp/(etp*ep)``): ``bytes / (1 + [zero >= stage] (N - 1))``."""
 
     weights_dense_L: Any
     grads_dense_L: Any
@@ -268,11 +278,10 @@ class StateBytesPerParam:
         def group(n_minus_1_L: Any) -> list[Any]:
             return [b / (1.0 + m * n_minus_1_L) for (b, _), m in zip(per, masks, strict=True)]
 
-        n_dense_L = lay.dp_L * lay.cp_L
-        wd, gd, od = group(n_dense_L - 1.0)
+        wd, gd, od = group(lay.dp_L * lay.cp_L - 1.0)
         if not moe:
             return cls(wd, gd, od, None, None, None, wd + gd + od, None)
-        we, ge, oe = group(n_dense_L / lay.ep_L - 1.0)
+        we, ge, oe = group(expert_replicas(lay) - 1.0)
         return cls(wd, gd, od, we, ge, oe, wd + gd + od, we + ge + oe)
 
     def split(self, dense_L: Any, expert_L: Any) -> tuple[Any, Any, Any]:

@@ -227,33 +227,39 @@ def mlp_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tokens, f
 def moe_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tokens, xp: Any) -> list[Op]:
     """MoE block: router, token permutation, grouped expert GEMMs, un-permutation, shared MLP.
 
-    With balanced routing each GPU of an expert-parallel group processes ``T * k`` token-expert
-    pairs (it sends ``T k`` and receives ``T k``), spread over its ``E / ep`` local experts; expert
-    weights are split ``tp`` ways (expert tensor parallelism = tp, the Megatron-Core default).
+    Each GPU routes its ``T / tp`` sequence-parallel tokens (``T k / tp`` token-expert pairs, what it
+    sends in the dispatch all-to-all). Experts are split ``etp`` ways (expert tensor parallelism): after
+    the all-to-all, an all-gather over the ``etp`` GPUs that share an expert gives each of them
+    ``T k etp / tp`` pairs (balanced routing), spread over its ``E / ep`` local experts, on an expert
+    slice of width ``f / etp``. The FLOPs per GPU, ``2 T k h g f / tp`` for fc1, do not depend on
+    ``etp``; the GEMM shapes and the expert weights per GPU do. ``etp = tp`` is Megatron-Core's default
+    (``T k`` pairs per GPU on ``f / tp``); ``etp = 1`` keeps each expert whole (MoE parallel folding).
     """
     h, E, k = float(model.hidden_size), float(model.num_experts), float(model.experts_per_token)
     fe, g = float(model.expert_ffn_hidden_size), 2.0 if model.gated_mlp else 1.0
-    t_L, T_L, Tn_L = lay.tp_L, tok.T_L, tok.Tn_L
+    t_L, T_L, Tn_L, e_L = lay.tp_L, tok.T_L, tok.Tn_L, lay.etp_L
     wb = 1.0 if train.precision == "fp8" else ACT_BYTES
     ops: list[Op] = [_memory("mlp_norm", 2.0 * ACT_BYTES * Tn_L * h, 1.0, xp, T_L, bwd=NORM_BWD)]
     ops.append(_gemm("router", 2.0 * Tn_L * h * E, Tn_L, h, E, kind=GEMM_BF16))
     # softmax + top-k over E logits in fp32: read, write probabilities, write indices.
     ops.append(_memory("router_topk", 3.0 * FP32_BYTES * Tn_L * E, ROUTER_KERNELS, xp, T_L))
-    routed_L = T_L * k  # token-expert pairs per GPU
+    sent_L = T_L * k / t_L  # token-expert pairs this GPU routes
+    routed_L = sent_L * e_L  # token-expert pairs this GPU computes
+    width_L = fe / e_L  # expert slice
     local_experts_L = E / lay.ep_L
-    # permute (gather rows) and un-permute (weighted scatter-add): each reads and writes T k h.
-    ops.append(_memory("moe_permute", 4.0 * ACT_BYTES * routed_L * h / t_L, DISPATCH_KERNELS, xp, T_L))
-    fc1_L = 2.0 * routed_L * h * g * fe / t_L
-    fc2_L = 2.0 * routed_L * fe * h / t_L
+    # permute (gather rows) and un-permute (weighted scatter-add) of the routed pairs: each reads and writes.
+    ops.append(_memory("moe_permute", 4.0 * ACT_BYTES * sent_L * h, DISPATCH_KERNELS, xp, T_L))
+    fc1_L = 2.0 * routed_L * h * g * width_L
+    fc2_L = 2.0 * routed_L * width_L * h
     ops.append(Op("expert_fc1", GEMM, fc1_L,
-                  ACT_BYTES * routed_L * h + wb * local_experts_L * h * g * fe / t_L
-                  + ACT_BYTES * routed_L * g * fe / t_L, fc1_L / local_experts_L, local_experts_L))
-    ops.append(_memory("expert_act", ACT_BYTES * routed_L * (g + 1.0) * fe / t_L, 1.0, xp, T_L, bwd=_act_bwd(g)))
+                  ACT_BYTES * routed_L * h + wb * local_experts_L * h * g * width_L
+                  + ACT_BYTES * routed_L * g * width_L, fc1_L / local_experts_L, local_experts_L))
+    ops.append(_memory("expert_act", ACT_BYTES * routed_L * (g + 1.0) * width_L, 1.0, xp, T_L, bwd=_act_bwd(g)))
     ops.append(Op("expert_fc2", GEMM, fc2_L,
-                  ACT_BYTES * routed_L * fe / t_L + wb * local_experts_L * fe * h / t_L
+                  ACT_BYTES * routed_L * width_L + wb * local_experts_L * width_L * h
                   + ACT_BYTES * routed_L * h, fc2_L / local_experts_L, local_experts_L))
     if train.precision == "fp8":
-        cast = _fp8_casts("expert_fp8_cast", routed_L, [h, fe / t_L], [g * fe / t_L, h], xp)
+        cast = _fp8_casts("expert_fp8_cast", routed_L, [h, width_L], [g * width_L, h], xp)
         # Inputs are split per expert before quantisation: one cast per expert and GEMM input.
         ops.append(Op(cast.name, cast.kind, cast.flops_L, cast.bytes_L, cast.kernel_flops_L,
                       cast.kernels * local_experts_L))

@@ -36,7 +36,7 @@ from emulator.cost.arrays import as_float, where
 from emulator.cost.collectives import Fabric
 from emulator.cost.flops import model_flops_per_token, recompute_flops_per_token
 from emulator.cost.layout import LayoutBatch
-from emulator.cost.memory import MemoryBreakdown, memory_per_gpu, stage_params
+from emulator.cost.memory import MemoryBreakdown, expert_replicas, memory_per_gpu, stage_params
 from emulator.cost.ops import (
     ACT_BYTES,
     GEMM,
@@ -122,14 +122,24 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
     one = xp.ones_like(t_L)
     recompute_L = where(lay.recompute_L == 2.0, blk.fwd_s_L,
                         where(lay.recompute_L == 1.0, blk.selective_s_L, 0.0, xp), xp)
-    # TP: 2 all-gathers + 2 reduce-scatters (or 2 all-reduces) of the T x h activation per direction.
-    tp_raw = 4.0 * fabric.reduce_scatter_s(ACT_BYTES * T_L * h, t_L, one, xp)
+    # TP: an all-gather + a reduce-scatter (or an all-reduce) of the T x h activation per direction around
+    # attention and around each dense (or shared-expert) MLP.
+    tp_blocks = 2.0 + (2.0 if not moe or model.ffn_hidden_size > 0 else 0.0)
+    tp_raw = tp_blocks * fabric.reduce_scatter_s(ACT_BYTES * T_L * h, t_L, one, xp)
     gemm_names = tuple(op.name for op in ops if op.kind in (GEMM, GEMM_BF16) and op.name != "router")
     window_fwd = _gemm_window(blk, gemm_names)
     overlapped_fwd = xp.maximum(tp_raw - window_fwd, 0.0) + tp_raw / t_L
     overlapped_bwd = xp.maximum(tp_raw - 2.0 * window_fwd, 0.0) + tp_raw / t_L
     tp_fwd = where(lay.tp_overlap_L > 0.0, overlapped_fwd, tp_raw, xp)
     tp_bwd = where(lay.tp_overlap_L > 0.0, overlapped_bwd, tp_raw, xp)
+    if moe:
+        # Expert TP: the token dispatcher all-gathers the routed pairs over the etp GPUs of an expert after
+        # the all-to-all and reduce-scatters them before the combine (T k etp / tp pairs of h after the
+        # gather, ranks adjacent), outside the GEMMs: exposed, per direction.
+        e_L = lay.etp_L
+        etp = 2.0 * fabric.reduce_scatter_s(ACT_BYTES * T_L * float(model.experts_per_token) * e_L / t_L * h, e_L,
+                                           one, xp)
+        tp_fwd, tp_bwd = tp_fwd + etp, tp_bwd + etp
     # CP: ring of cp-1 KV exchanges per direction (K and V forward; K, V, dK, dV backward).
     kv_width = float(model.num_heads * (model.qk_head_dim + model.value_head_dim)) if model.is_mla else float(
         2 * model.num_kv_heads * model.head_dim)
@@ -140,10 +150,11 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
     core_bwd = sum((t.bwd_s_L for t in blk.by_op if t.recomputed_selective), xp.zeros_like(t_L))
     cp_fwd = where(lay.cp_L > 1.0, xp.maximum(cp_raw - core, 0.0), 0.0, xp)
     cp_bwd = where(lay.cp_L > 1.0, xp.maximum(2.0 * cp_raw - core_bwd, 0.0), 0.0, xp)
-    # EP: dispatch + combine all-to-all of T k h per direction.
+    # EP: dispatch + combine all-to-all of the T k / tp routed pairs of h per direction; expert-parallel
+    # ranks are etp apart (Megatron-Core expert rank order: etp fastest, then ep).
     if moe:
         a2a_bytes = ACT_BYTES * T_L * float(model.experts_per_token) * h / t_L
-        ep_one = 2.0 * fabric.all_to_all_s(a2a_bytes, lay.ep_L, t_L, xp)
+        ep_one = 2.0 * fabric.all_to_all_s(a2a_bytes, lay.ep_L, lay.etp_L, xp)
     else:
         ep_one = xp.zeros_like(t_L)
     idle = xp.zeros_like(t_L)
@@ -255,12 +266,12 @@ def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: Gpu
     breakdown["dp_comm"] = _dp_exposed(sc.dense_params_L, lay.dp_L * lay.cp_L, lay.tp_L, train, lay, fabric, m_L,
                                        t_fb_one, xp)
     if model.is_moe:
+        # Expert data parallelism: edp = tp cp dp / (etp ep) replicas, etp * ep ranks apart.
         breakdown["dp_comm"] = breakdown["dp_comm"] + _dp_exposed(
-            sc.expert_params_L, lay.dp_L * lay.cp_L / lay.ep_L, lay.tp_L * lay.ep_L, train, lay, fabric, m_L,
-            t_fb_one, xp)
+            sc.expert_params_L, expert_replicas(lay), lay.etp_L * lay.ep_L, train, lay, fabric, m_L, t_fb_one, xp)
     n_dense_rep = lay.dp_L * lay.cp_L
     shard_dense = 1.0 + as_float(lay.zero_L >= 1.0, xp) * (n_dense_rep - 1.0)
-    shard_exp = 1.0 + as_float(lay.zero_L >= 1.0, xp) * (n_dense_rep / lay.ep_L - 1.0)
+    shard_exp = 1.0 + as_float(lay.zero_L >= 1.0, xp) * (expert_replicas(lay) - 1.0)
     opt_bytes = ADAM_BYTES_PER_SHARDED_PARAM * (sc.dense_params_L / shard_dense + sc.expert_params_L / shard_exp) \
         + GRAD_PASS_BYTES_PER_PARAM * (sc.dense_params_L + sc.expert_params_L)
     breakdown["optimizer"] = opt_bytes / (gpu.hbm_bytes_per_s * gpu.efficiency.hbm)

@@ -20,7 +20,8 @@ def print_summary(job: JobSpec, summary: dict[str, Any], out_dir: Path, console:
     title = (f"{job.model.name} on {job.cluster.name} ({job.cluster.num_gpus:,} GPUs: "
              + " + ".join(f"{pool.num_gpus:,} {pool.gpu.name}" for pool in job.cluster.pools) + ")")
     con.print(f"[bold]{title}[/bold]")
-    con.print(f"layout tp={p.tp} pp={p.pp} dp={p.dp} cp={p.cp} ep={p.ep} vpp={p.vpp} micro_batch={p.micro_batch} "
+    etp = f" etp={p.expert_tp}" if job.model.is_moe else ""
+    con.print(f"layout tp={p.tp} pp={p.pp} dp={p.dp} cp={p.cp} ep={p.ep}{etp} vpp={p.vpp} micro_batch={p.micro_batch} "
               f"zero={p.zero} recompute={p.recompute} | seq {job.train.seq_len} x batch {job.train.global_batch} "
               f"{job.train.precision}")
     t = Table(show_header=True, header_style="bold")

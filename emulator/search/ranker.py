@@ -31,6 +31,7 @@ from emulator.spec.search import SearchJob, SearchSpec
 
 LAYOUTS_SCHEMA = pa.schema([
     ("tp", pa.int64()), ("pp", pa.int64()), ("dp", pa.int64()), ("cp", pa.int64()), ("ep", pa.int64()),
+    ("etp", pa.int64()),
     ("vpp", pa.int64()), ("micro_batch", pa.int64()), ("zero", pa.int64()), ("recompute", pa.string()),
     ("fits", pa.bool_()), ("step_time_s", pa.float64()), ("tokens_per_s", pa.float64()), ("mfu", pa.float64()),
     ("memory_bytes", pa.float64()), ("facility_power_mw", pa.float64()), ("objective", pa.float64()),
@@ -68,7 +69,8 @@ def evaluate_chunk(job: SearchJob, cluster: ClusterSpec, cols: dict[str, np.ndar
     """Cost-model columns of one chunk of valid layouts (host arrays)."""
     lay = LayoutBatch.from_columns(
         xp, tp_L=xp.asarray(cols["tp"]), pp_L=xp.asarray(cols["pp"]), dp_L=xp.asarray(cols["dp"]),
-        cp_L=xp.asarray(cols["cp"]), ep_L=xp.asarray(cols["ep"]), vpp_L=xp.asarray(cols["vpp"]),
+        cp_L=xp.asarray(cols["cp"]), ep_L=xp.asarray(cols["ep"]),
+        etp_L=xp.asarray(np.where(cols["etp"] == 0.0, cols["tp"], cols["etp"])), vpp_L=xp.asarray(cols["vpp"]),
         mb_L=xp.asarray(cols["micro_batch"]), zero_L=xp.asarray(cols["zero"]),
         recompute_L=xp.asarray(cols["recompute"]), sp_L=xp.asarray((cols["tp"] > 1.0).astype(np.float64)))
     res = nominal(job.model, job.train, cluster, lay, xp)
@@ -139,7 +141,8 @@ def run_search(job: SearchJob, search: SearchSpec, out_dir: Path | None, xp: Any
 
 def _rows(cols: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> dict[str, Any]:
     """Columns of layouts.arrow for a set of layouts and their cost-model results."""
-    ints = {name: cols[name].astype(np.int64) for name in ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "zero")}
+    ints = {name: cols[name].astype(np.int64) for name in ("tp", "pp", "dp", "cp", "ep", "etp", "vpp", "micro_batch",
+                                                           "zero")}
     modes = np.asarray(RECOMPUTE_MODES)[cols["recompute"].astype(np.int64)].tolist()
     return {**ints, "recompute": modes, **out}
 

@@ -6,10 +6,13 @@ Axes and their candidates (a search constraint replaces an axis's list):
 - cp: powers of two up to 16 with ``seq_len % (2 cp) == 0`` (load-balanced ring attention);
 - pp: 1 .. num_layers;  vpp: 1, 2, 3, 4, 6, 8 with ``num_layers % (pp * vpp) == 0`` when > 1;
 - ep: divisors of num_experts (1 for dense);  micro_batch: 1, 2, 4, 8, 16;  zero: 0-3;
+- etp (expert tensor parallelism, MoE only): powers of two up to the NVLink domain that divide the
+  expert FFN width (0 for a dense model: the same as tp);
 - recompute: none, selective, full.
 
 A grid point is valid when ``tp * pp * cp`` divides the GPU count (dp is the rest), the global batch
-is a multiple of ``dp * micro_batch``, ep divides ``dp * cp``, and ``pp * vpp <= num_layers`` (the
+is a multiple of ``dp * micro_batch``, ``ep * etp`` divides ``tp * cp * dp`` (MoE parallel folding;
+with etp = tp: ep divides ``dp * cp``), and ``pp * vpp <= num_layers`` (the
 same rules as :func:`emulator.spec.job.check_layout`). The grid is indexed by one flat integer, so a
 chunk is a range of indices: memory is bounded by the chunk, whatever the size of the space.
 """
@@ -25,7 +28,7 @@ from emulator.spec import ClusterSpec, ModelSpec, TrainSpec
 from emulator.spec.parallel import RECOMPUTE_MODES
 from emulator.spec.search import SearchSpec
 
-AXES = ("tp", "cp", "pp", "vpp", "ep", "micro_batch", "zero", "recompute")
+AXES = ("tp", "cp", "pp", "vpp", "ep", "etp", "micro_batch", "zero", "recompute")
 VPP_CANDIDATES = (1, 2, 3, 4, 6, 8)
 MICRO_BATCH_CANDIDATES = (1, 2, 4, 8, 16)
 CP_CANDIDATES = (1, 2, 4, 8, 16)
@@ -61,9 +64,9 @@ class Space:
 
         Only valid points are built. A block is a (tp, cp, pp) whose product divides the GPU count (dp
         is then fixed); within a block, which virtual-stage counts, expert-parallel sizes and
-        micro-batches are allowed depends on pp, dp * cp and dp alone, so three masks per block give
-        the valid (vpp, ep, micro_batch) points with one ``nonzero`` over a chunk of blocks, each
-        repeated over every (zero, recompute) pair.
+        micro-batches are allowed depends on pp, tp * cp * dp and dp alone, so three masks per block
+        (the second over (ep, etp) jointly) give the valid (vpp, ep, etp, micro_batch) points with one
+        ``nonzero`` over a chunk of blocks, each repeated over every (zero, recompute) pair.
         """
         v = self.values
         L, G, gb = model.num_layers, self.num_gpus, train.global_batch
@@ -71,13 +74,15 @@ class Space:
         ok_B = G % (tp_B * cp_B * pp_B) == 0
         tp_B, cp_B, pp_B = tp_B[ok_B], cp_B[ok_B], pp_B[ok_B]
         dp_B = G // (tp_B * cp_B * pp_B)
-        vpp_V, ep_E, mb_M = v["vpp"], v["ep"], v["micro_batch"]
+        vpp_V, ep_E, etp_X, mb_M = v["vpp"], v["ep"], v["etp"], v["micro_batch"]
         pv_BV = pp_B[:, None] * vpp_V[None, :]
         vpp_ok_BV = (pv_BV <= L) & ((vpp_V[None, :] == 1) | ((pp_B[:, None] > 1) & (L % pv_BV == 0)))
-        ep_ok_BE = (dp_B * cp_B)[:, None] % ep_E[None, :] == 0
+        # etp 0 (dense models) stands for tp: then ep (= 1) must divide cp * dp.
+        etp_BX = np.where(etp_X[None, :] == 0, tp_B[:, None], etp_X[None, :])
+        ep_ok_BEX = (tp_B * cp_B * dp_B)[:, None, None] % (ep_E[None, :, None] * etp_BX[:, None, :]) == 0
         mb_ok_BM = gb % (dp_B[:, None] * mb_M[None, :]) == 0
         zr = len(v["zero"]) * len(v["recompute"])
-        count_B = vpp_ok_BV.sum(1) * ep_ok_BE.sum(1) * mb_ok_BM.sum(1) * zr
+        count_B = vpp_ok_BV.sum(1) * ep_ok_BEX.sum((1, 2)) * mb_ok_BM.sum(1) * zr
         zero_K = np.repeat(v["zero"], len(v["recompute"])).astype(np.float64)
         rec_K = np.tile(v["recompute"], len(v["zero"])).astype(np.float64)
         start, n_blocks, size = 0, len(count_B), 0
@@ -87,8 +92,9 @@ class Space:
                 continue
             sl = slice(start, end + 1)
             start, size = end + 1, 0
-            mask = vpp_ok_BV[sl, :, None, None] & ep_ok_BE[sl, None, :, None] & mb_ok_BM[sl, None, None, :]
-            b, i_v, i_e, i_m = (np.repeat(ix, zr) for ix in np.nonzero(mask))
+            mask = vpp_ok_BV[sl, :, None, None, None] & ep_ok_BEX[sl, None, :, :, None] \
+                & mb_ok_BM[sl, None, None, None, :]
+            b, i_v, i_e, i_x, i_m = (np.repeat(ix, zr) for ix in np.nonzero(mask))
             if not b.size:
                 continue
             b = b + sl.start
@@ -96,6 +102,7 @@ class Space:
             yield {"tp": tp_B[b].astype(np.float64), "cp": cp_B[b].astype(np.float64),
                    "pp": pp_B[b].astype(np.float64), "dp": dp_B[b].astype(np.float64),
                    "vpp": vpp_V[i_v].astype(np.float64), "ep": ep_E[i_e].astype(np.float64),
+                   "etp": etp_X[i_x].astype(np.float64),
                    "micro_batch": mb_M[i_m].astype(np.float64), "zero": np.tile(zero_K, reps),
                    "recompute": np.tile(rec_K, reps)}
 
@@ -107,7 +114,8 @@ def valid(col: dict[str, np.ndarray], num_gpus: int, model: ModelSpec, train: Tr
     dp = np.where(ok, float(num_gpus) / mp, 1.0)
     col["dp"] = dp
     ok &= np.fmod(float(train.global_batch), dp * col["micro_batch"]) == 0.0
-    ok &= np.fmod(dp * col["cp"], col["ep"]) == 0.0
+    etp = np.where(col["etp"] == 0.0, col["tp"], col["etp"])
+    ok &= np.fmod(col["tp"] * col["cp"] * dp, col["ep"] * etp) == 0.0
     L = float(model.num_layers)
     pv = col["pp"] * col["vpp"]
     ok &= pv <= L
@@ -122,12 +130,15 @@ def build_space(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, search
           and (model.is_mla or model.num_kv_heads % t == 0)]
     cp = [c for c in CP_CANDIDATES if c == 1 or train.seq_len % (2 * c) == 0]
     ep = [e for e in range(1, model.num_experts + 1) if model.num_experts % e == 0] if model.is_moe else [1]
+    etp = [t for t in (1, 2, 4, 8, 16, 32, 64) if t <= domain and model.expert_ffn_hidden_size % t == 0] \
+        if model.is_moe else [0]
     values = {
         "tp": search.tp or tuple(tp),
         "cp": search.cp or tuple(cp),
         "pp": search.pp or tuple(range(1, model.num_layers + 1)),
         "vpp": search.vpp or VPP_CANDIDATES,
         "ep": search.ep or tuple(ep),
+        "etp": search.etp or tuple(etp),
         "micro_batch": search.micro_batch or MICRO_BATCH_CANDIDATES,
         "zero": search.zero or (0, 1, 2, 3),
         "recompute": tuple(RECOMPUTE_MODES.index(r) for r in (search.recompute or RECOMPUTE_MODES)),

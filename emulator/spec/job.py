@@ -49,8 +49,13 @@ def check_layout(model: ModelSpec, cluster: ClusterSpec, par: ParallelSpec, trai
     if model.is_moe:
         require(model.num_experts % par.ep == 0, "parallel.ep", par.ep,
                 f"must divide model.num_experts={model.num_experts}")
+        require(model.expert_ffn_hidden_size % par.expert_tp == 0, "parallel.etp", par.etp,
+                f"expert tensor parallelism {par.expert_tp} must divide model.expert_ffn_hidden_size="
+                f"{model.expert_ffn_hidden_size}")
     else:
-        require(par.ep == 1, "parallel.ep", par.ep, "must be 1 for a dense model (model.num_experts=1)")
+        # parallel.etp has no effect on a dense model (it has no experts): not checked.
+        require(par.ep == 1, "parallel.ep", par.ep,
+                "must be 1 for a dense model (model.num_experts=1): add parallel.ep=1, or parallel=default")
     per_step = par.dp * par.micro_batch
     require(train.global_batch % per_step == 0, "train.global_batch", train.global_batch,
             f"must be a multiple of parallel.dp x parallel.micro_batch = {per_step}")

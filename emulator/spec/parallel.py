@@ -12,13 +12,19 @@ RECOMPUTE_MODES = ("none", "selective", "full")
 
 @dataclass(frozen=True, kw_only=True)
 class ParallelSpec:
-    """Megatron-Core style layout. The GPU count is ``tp * pp * cp * dp``; ``ep`` is carved out of ``dp * cp``."""
+    """Megatron-Core style layout. The GPU count is ``tp * pp * cp * dp``; the expert grid ``etp * ep`` is
+    carved out of ``tp * cp * dp`` (with the default ``etp = tp``: ``ep`` out of ``dp * cp``)."""
 
     tp: int = 1
     pp: int = 1
     dp: int = 1
     cp: int = 1
     ep: int = 1
+    etp: int = 0
+    """Expert tensor parallelism: how many GPUs split each expert (0: ``tp``, the Megatron-Core default).
+    With MoE parallel folding (Megatron-Core >= 0.10, ``--expert-tensor-parallel-size``) the expert
+    layers have their own grid ``etp x ep x edp`` over the ``tp x cp x dp`` GPUs of a pipeline stage,
+    ranks ordered etp fastest, then ep: with ``etp=1`` an expert-parallel group of 8 is one node."""
     vpp: int = 1
     """Virtual pipeline stages (model chunks) per pipeline rank: interleaved 1F1B when > 1."""
     micro_batch: int = 1
@@ -42,8 +48,20 @@ class ParallelSpec:
         require(self.recompute in RECOMPUTE_MODES, f"{p}.recompute", self.recompute,
                 f"must be one of {', '.join(RECOMPUTE_MODES)}")
         require(self.vpp == 1 or self.pp > 1, f"{p}.vpp", self.vpp, "must be 1 when parallel.pp=1")
-        require((self.dp * self.cp) % self.ep == 0, f"{p}.ep", self.ep,
-                f"must divide parallel.dp x parallel.cp = {self.dp * self.cp}")
+        require(self.etp >= 0, f"{p}.etp", self.etp, "must be >= 0 (0: the same as parallel.tp)")
+        if self.etp in (0, self.tp):
+            require((self.dp * self.cp) % self.ep == 0, f"{p}.ep", self.ep,
+                    f"must divide parallel.dp x parallel.cp = {self.dp * self.cp}")
+        else:
+            stage = self.tp * self.cp * self.dp
+            require(stage % (self.ep * self.etp) == 0, f"{p}.etp", self.etp,
+                    f"parallel.ep x parallel.etp = {self.ep * self.etp} must divide parallel.tp x parallel.cp x "
+                    f"parallel.dp = {stage}")
+
+    @property
+    def expert_tp(self) -> int:
+        """GPUs that split each expert (``etp``, or ``tp`` when ``etp`` is 0)."""
+        return self.etp or self.tp
 
     @property
     def num_gpus(self) -> int:

@@ -23,6 +23,8 @@ class SearchSpec:
     pp: tuple[int, ...] = ()
     cp: tuple[int, ...] = ()
     ep: tuple[int, ...] = ()
+    etp: tuple[int, ...] = ()
+    """Expert tensor parallel sizes (MoE models; empty: every power of two in the NVLink domain)."""
     vpp: tuple[int, ...] = ()
     micro_batch: tuple[int, ...] = ()
     zero: tuple[int, ...] = ()
@@ -38,7 +40,7 @@ class SearchSpec:
 
     def __post_init__(self) -> None:
         p = "search"
-        for axis in ("tp", "pp", "cp", "ep", "vpp", "micro_batch"):
+        for axis in ("tp", "pp", "cp", "ep", "etp", "vpp", "micro_batch"):
             for v in getattr(self, axis):
                 require(isinstance(v, int) and v >= 1, f"{p}.{axis}", v, "values must be integers >= 1")
         for z in self.zero:
@@ -72,6 +74,10 @@ class SearchJob:
         for ep in search.ep:
             require(self.model.num_experts % ep == 0, "search.ep", ep,
                     f"must divide model.num_experts={self.model.num_experts}")
+        for etp in search.etp:
+            require(self.model.is_moe, "search.etp", etp, "applies to an MoE model (model.num_experts > 1)")
+            require(self.model.expert_ffn_hidden_size % etp == 0, "search.etp", etp,
+                    f"must divide model.expert_ffn_hidden_size={self.model.expert_ffn_hidden_size}")
         for cp in search.cp:
             require(cp == 1 or self.train.seq_len % (2 * cp) == 0, "search.cp", cp,
                     f"must be 1 or divide train.seq_len={self.train.seq_len} / 2")

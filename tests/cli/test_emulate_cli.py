@@ -48,6 +48,8 @@ def test_default_job_writes_the_contract_summary(tmp_path: Path) -> None:
         ("gpu=h1000", "gpu=h1000"),
         ("cluster=nowhere", "cluster=nowhere"),
         ("parallel.tp=3", "parallel.tp=3"),
+        ("parallel.etp=3", "parallel.etp=3"),
+        ("parallel.etp=-1", "parallel.etp=-1"),
         ("parallel.dp=7", "parallel="),
         ("cluster.num_gpus=-8", "cluster.num_gpus=-8"),
         ("parallel.tpp=2", "parallel.tpp=2"),

@@ -34,7 +34,7 @@ def layouts(tmp_path: Path, overrides: list[str], **search: object) -> list[dict
 
 
 def emulate_row(overrides: list[str], row: dict[str, object]) -> tuple[float, float, bool]:
-    par = [f"parallel.{k}={row[k]}" for k in ("tp", "pp", "dp", "cp", "ep", "vpp", "micro_batch", "zero",
+    par = [f"parallel.{k}={row[k]}" for k in ("tp", "pp", "dp", "cp", "ep", "etp", "vpp", "micro_batch", "zero",
                                               "recompute")]
     job = build_job(compose_config([*overrides, "parallel=default", *par, "run.steps=0"]))
     res = evaluate_nominal(job)
@@ -86,7 +86,8 @@ def test_space_is_bounded_by_chunks_not_the_space() -> None:
     space = build_space(job.model, job.train, job.cluster, SearchSpec())
     sizes = [len(c["tp"]) for c in space.chunks(5000, job.model, job.train)]
     v = space.values
-    one_group = len(v["vpp"]) * len(v["ep"]) * len(v["micro_batch"]) * len(v["zero"]) * len(v["recompute"])
+    one_group = len(v["vpp"]) * len(v["ep"]) * len(v["etp"]) * len(v["micro_batch"]) * len(v["zero"]) \
+        * len(v["recompute"])
     assert space.size > 100_000 and max(sizes) <= 5000 + one_group
 
 
@@ -153,7 +154,7 @@ def test_built_layouts_equal_the_filtered_grid() -> None:
         def rows(chunks: object) -> set[tuple[float, ...]]:
             out: set[tuple[float, ...]] = set()
             for c in chunks:  # type: ignore[attr-defined]
-                keys = ("tp", "cp", "pp", "dp", "vpp", "ep", "micro_batch", "zero", "recompute")
+                keys = ("tp", "cp", "pp", "dp", "vpp", "ep", "etp", "micro_batch", "zero", "recompute")
                 out |= set(zip(*(c[k].tolist() for k in keys), strict=True))
             return out
 
@@ -167,3 +168,25 @@ def test_an_axis_takes_a_single_value_as_the_contract_writes_it() -> None:
     one = build_search(compose_config([*GPT3_6144, "search.tp=8"], config_name="emulate_search"))
     many = build_search(compose_config([*GPT3_6144, "search.tp=[4,8]"], config_name="emulate_search"))
     assert one.tp == (8,) and many.tp == (4, 8)
+
+
+def test_moe_layouts_with_expert_tp_match_emulate_alone(tmp_path: Path) -> None:
+    """An MoE search varies expert tensor parallelism (etp) jointly with ep (ep x etp divides tp x cp x dp);
+    sampled rows with etp = 1 and etp = tp equal emulate with the same parallel.etp."""
+    overrides = ["model=grok1", "cluster=dgx_h100", "cluster.num_gpus=512", "train.seq_len=8192",
+                 "train.global_batch=1024"]
+    rows = layouts(tmp_path, overrides, tp=(4,), cp=(2,), pp=(8,), micro_batch=(1,), zero=(1,),
+                   recompute=("none",))
+    assert {r["etp"] for r in rows} == {1, 2, 4, 8}  # etp may exceed tp: the expert grid is its own
+    for row in rows:
+        assert (row["tp"] * row["cp"] * row["dp"]) % (row["ep"] * row["etp"]) == 0, row
+    picks = [r for r in rows if r["ep"] == 8 and r["vpp"] == 8 and r["etp"] in (1, 4)]
+    assert len(picks) == 2
+    for row in picks:
+        step, mem, fits = emulate_row(overrides, row)
+        assert step == pytest.approx(row["step_time_s"], rel=1e-12), row
+        assert mem == pytest.approx(row["memory_bytes"], rel=1e-12), row
+        assert fits == row["fits"], row
+    # Folding with etp = 1 keeps the 8 expert-parallel ranks in one node: a faster all-to-all than etp = tp.
+    by_etp = {r["etp"]: r for r in picks}
+    assert by_etp[1]["step_time_s"] < by_etp[4]["step_time_s"]

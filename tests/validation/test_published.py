@@ -44,7 +44,23 @@ def test_dense_rows(results: list[RowResult]) -> None:
 def test_moe_rows_stay_within_the_guard(results: list[RowResult]) -> None:
     """MoE rows are never fitted; today they are the weak part of the model (README: known misses)."""
     moe = [r for r in results if r.moe]
-    assert summary(moe)["mean_abs_error"] <= 0.15
+    assert summary(moe)["mean_abs_error"] <= 0.12
+
+
+def test_token_drop_isolates_the_dropless_host_sync(results: list[RowResult]) -> None:
+    """Megatron-Bridge published the same Qwen3-30B-A3B layout on 16 H100 with token drop (25.09: static
+    all-to-all sizes) and dropless (25.11: a host sync per MoE layer); the model, without the sync, is within
+    10% of the first. The dropless row stays a known miss (README)."""
+    rows = {r.id: r for r in results}
+    assert abs(rows["mbridge2509_h100_qwen3_30b_a3b_tokendrop_16"].error) <= 0.10
+
+
+def test_moe_rows_with_expert_tp_one(results: list[RowResult]) -> None:
+    """The Grok-1 dgxc recipe on 512 H100 runs with expert TP 1 (parallel.etp=1, MoE parallel folding): both
+    precisions within 12% (with experts split tp=4 ways, as before etp existed, BF16 was +18.5%)."""
+    rows = {r.id: r for r in results}
+    for rid in ("dgxc_grok1_h100_bf16_512", "dgxc_grok1_h100_fp8_512"):
+        assert abs(rows[rid].error) <= 0.12, (rid, rows[rid].error)
 
 
 def test_unfitted_gpus_dense_rows_are_predicted_within_twelve_percent(results: list[RowResult]) -> None:
