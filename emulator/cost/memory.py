@@ -3,7 +3,8 @@
 Model state (mixed-precision Adam, Megatron-Core): BF16 weights (2 B/param), main gradients in
 ``train.grad_reduce_bytes`` (4 B fp32 by default), FP32 master weights + Adam m + v (12 B).
 ZeRO stage z shards over the ``N`` data-parallel replicas of a parameter: z>=1 the 12 B of
-optimizer state, z>=2 the gradients, z=3 the weights. Dense parameters are replicated over
+optimizer state, z>=2 the gradients, z=3 the weights (plus two layers' weights gathered unsharded:
+the one computing and the prefetched next one). Dense parameters are replicated over
 ``dp*cp`` ranks, expert parameters over ``tp*cp*dp/(etp*ep)`` (``dp*cp/ep`` with the default
 etp = tp). FP8 training keeps one extra FP8 copy of each weight (1 B/param, Transformer Engine's
 cached cast).
@@ -49,6 +50,8 @@ GB = 1e9
 WEIGHT_BYTES = 2.0
 OPTIMIZER_BYTES = 12.0
 FP8_WEIGHT_COPY_BYTES = 1.0
+FSDP_GATHERED_LAYERS = 2.0
+"""Layers whose weights ZeRO-3 holds unsharded at once: the one computing and the prefetched next one."""
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,8 @@ class StageMemory:
     last_expert_L: Any
     last_act_per_mb_L: Any
     last_act_fixed_L: Any
+    layer_params_L: Any
+    """Parameters one GPU holds of its largest layer (what ZeRO-3 gathers unsharded at a time)."""
 
     @classmethod
     def of(cls, model: ModelSpec, train: TrainSpec, lay: LayoutBatch, xp: Any) -> StageMemory:
@@ -210,6 +215,7 @@ class StageMemory:
             mid.dense_L, mid.expert_L, st.mid_dense_L * dense_act + st.mid_moe_L * moe_act, recompute_peak_L,
             last.dense_L, last.expert_L, st.last_dense_L * dense_act + st.last_moe_L * moe_act,
             recompute_peak_L + logits_L,
+            xp.maximum(per.dense_layer_L, per.moe_shared_L + per.experts_L) if model.is_moe else per.dense_layer_L,
         )
 
 
@@ -235,6 +241,10 @@ def memory_per_gpu(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: Gp
     assert best is not None
     dense, expert, act, _ = best
     w, g, o = per_param.split(dense, expert)
+    # ZeRO-3 (FSDP) gathers each layer's weights before using them: the current layer's and the prefetched
+    # next one's are unsharded at once (PyTorch FSDP limit_all_gathers: "the current instance running
+    # computation and the next instance whose all-gather is prefetched"; Megatron-FSDP prefetches likewise).
+    w = w + as_float(lay.zero_L == 3.0, xp) * (FSDP_GATHERED_LAYERS * per_param.weight_bytes) * sm.layer_params_L
     other = reserved + train.fragmentation * act
     total = w + g + o + act + other
     cap = gpu.hbm_bytes
@@ -268,6 +278,8 @@ class StateBytesPerParam:
     state_dense_L: Any
     """Weights + gradients + optimizer bytes per dense parameter."""
     state_expert_L: Any | None
+    weight_bytes: float
+    """Bytes of one unsharded weight (BF16, + the FP8 copy in FP8 training)."""
 
     @classmethod
     def of(cls, lay: LayoutBatch, moe: bool, train: TrainSpec, xp: Any) -> StateBytesPerParam:
@@ -280,9 +292,9 @@ class StateBytesPerParam:
 
         wd, gd, od = group(lay.dp_L * lay.cp_L - 1.0)
         if not moe:
-            return cls(wd, gd, od, None, None, None, wd + gd + od, None)
+            return cls(wd, gd, od, None, None, None, wd + gd + od, None, wbytes)
         we, ge, oe = group(expert_replicas(lay) - 1.0)
-        return cls(wd, gd, od, we, ge, oe, wd + gd + od, we + ge + oe)
+        return cls(wd, gd, od, we, ge, oe, wd + gd + od, we + ge + oe, wbytes)
 
     def split(self, dense_L: Any, expert_L: Any) -> tuple[Any, Any, Any]:
         """Weights, gradients and optimizer bytes of ``dense_L`` dense and ``expert_L`` expert parameters."""

@@ -212,9 +212,12 @@ def test_zero2_shards_gradients_too() -> None:
 
 @pytest.mark.parametrize("n", [2, 8])
 def test_zero3_shards_everything(n: int) -> None:
-    """ZeRO-3 (FSDP): 18 / N bytes per parameter."""
+    """ZeRO-3 (FSDP): 18 / N bytes per parameter, plus two layers' weights gathered unsharded at a time (the
+    layer computing and the prefetched next one): 2 x 2 B x (4 h^2 + 2 h f)."""
     w, g, o = state(zero=3, dp=n)
-    assert w + g + o == pytest.approx(18 / n * TINY_PARAMS, rel=1e-12)
+    gathered = 2 * 2 * (4 * 256 * 256 + 2 * 256 * 1024)
+    assert w == pytest.approx(2 / n * TINY_PARAMS + gathered, rel=1e-12)
+    assert w + g + o == pytest.approx(18 / n * TINY_PARAMS + gathered, rel=1e-12)
 
 
 def test_context_parallel_ranks_share_the_optimizer_shard() -> None:

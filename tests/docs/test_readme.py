@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 import re
+import shlex
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+from emulator.app import evaluate_nominal
+from emulator.config.compose import compose_config
+from emulator.config.job import build_job
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["model=tiny", "cluster=single_node", "cluster.num_gpus=64", "parallel=default", "parallel.tp=2",
@@ -55,3 +61,33 @@ def test_wheel_carries_the_configs_and_runs_without_the_checkout(tmp_path: Path)
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert list(run_dir.rglob("summary.json"))
+
+
+def _emulate_examples() -> list[str]:
+    """Every `emulate ...` command line of the README's bash blocks (continuations joined, comments cut)."""
+    readme = (ROOT / "README.md").read_text()
+    commands, blocks = [], readme.split("```bash")[1:]
+    for block in blocks:
+        text = block.split("```")[0].replace("\\\n", " ")
+        for raw in text.splitlines():
+            line = raw.split("#")[0].split("&&")[0].strip()
+            if line.startswith("emulate ") or line == "emulate":
+                commands.append(line)
+    return commands
+
+
+def test_every_emulate_example_in_the_readme_is_a_valid_job() -> None:
+    """Each README `emulate` example (each combination of a -m sweep) passes the validation gate, and the
+    ones that emulate steps fit in HBM (emulating a layout that does not fit is an error by contract)."""
+    commands = _emulate_examples()
+    assert len(commands) >= 8, commands
+    for command in commands:
+        args = [a for a in shlex.split(command)[1:] if a != "-m" and not a.startswith(("hydra/", "hydra."))]
+        axes = [[f"{a.split('=', 1)[0]}={v}" for v in a.split("=", 1)[1].split(",")] if "," in a else [a]
+                for a in args]
+        for combo in itertools.product(*axes):
+            job = build_job(compose_config(list(combo)))
+            if job.run.steps > 0:
+                res = evaluate_nominal(job)
+                fits = all(bool(st.memory.fits_L[0]) for st in res.by_gpu_type.values())
+                assert fits, (command, combo)

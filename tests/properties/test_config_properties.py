@@ -215,7 +215,7 @@ def _small(**overrides: dict[str, Any]) -> dict[str, Any]:
     cfg["model"].update(num_layers=4, hidden_size=256, num_heads=4, num_kv_heads=4, head_dim=64, ffn_hidden_size=512,
                         num_experts=1, experts_per_token=1, expert_ffn_hidden_size=0, vocab_size=1000)
     cfg["cluster"].update(num_gpus=16, gpus_per_node=8)
-    cfg["parallel"].update(tp=2, pp=1, dp=-1, vpp=1, ep=1, etp=0)
+    cfg["parallel"].update(tp=2, pp=1, dp=-1, cp=1, vpp=1, ep=1, etp=0, micro_batch=1, zero=1)
     cfg["train"].update(seq_len=256, global_batch=16)
     for section, values in overrides.items():
         cfg[section].update(values)
