@@ -31,7 +31,7 @@ JOBS = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--chunk", type=int, default=250_000)
+    ap.add_argument("--chunk", type=int, default=50_000)
     args = ap.parse_args()
     results = []
     for name, overrides in JOBS.items():

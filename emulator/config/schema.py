@@ -195,7 +195,7 @@ class SearchConf:
     objective: str = "tokens_per_s"
     must_fit: bool = True
     top: int = 10
-    chunk: int = 250_000
+    chunk: int = 50_000
 
 
 @dataclass

@@ -28,9 +28,9 @@ forwards, then 1F1B pairs, then cool-down backwards. With equal stage times this
 ``(pp - 1) * t_fb`` of bubble per lane, as the model has it. With ``vpp > 1`` the lanes run Megatron-Core's
 interleaved order (warm-up ``2 (pp - 1 - s) + (vpp - 1) pp`` chunk passes, chunk ``c`` of stage ``s`` being
 virtual stage ``c pp + s``), whose bubble is ``(pp - 1) / vpp * t_fb``; where that order does not reproduce the
-model (``m`` not a multiple of ``pp``, which Megatron-Core rejects), the lanes run plain 1F1B over the
-``m vpp`` chunk passes, which has the same totals and bubble but ignores the wrap-around from the last stage
-back to the first (the metadata says which schedule was drawn).
+model (``m`` not a multiple of ``pp``, which Megatron-Core and the validation gate reject), the lanes run
+plain 1F1B over the ``m vpp`` chunk passes, which has the same totals and bubble but ignores the wrap-around
+from the last stage back to the first (the metadata says which schedule was drawn).
 
 Pipeline communication: with ``pp_comm_overlap`` only the ``2 (pp - 1)`` warm-up and cool-down transfers are
 exposed (``pp_comm / (2 (pp - 1))`` each): the first micro-batch's activations on its way down the pipeline and

@@ -11,10 +11,11 @@ Axes and their candidates (a search constraint replaces an axis's list):
 - recompute: none, selective, full.
 
 A grid point is valid when ``tp * pp * cp`` divides the GPU count (dp is the rest), the global batch
-is a multiple of ``dp * micro_batch``, ``ep * etp`` divides ``tp * cp * dp`` (MoE parallel folding;
-with etp = tp: ep divides ``dp * cp``), and ``pp * vpp <= num_layers`` (the
-same rules as :func:`emulator.spec.job.check_layout`). The grid is indexed by one flat integer, so a
-chunk is a range of indices: memory is bounded by the chunk, whatever the size of the space.
+is a multiple of ``dp * micro_batch`` and, with vpp > 1, the micro-batches per step a multiple of
+pp, ``ep * etp`` divides ``tp * cp * dp`` (MoE parallel folding; with etp = tp: ep divides
+``dp * cp``), and ``pp * vpp <= num_layers`` (the same rules as
+:func:`emulator.spec.job.check_layout`). The grid is indexed by one flat integer, so a chunk is a
+range of indices: memory is bounded by the chunk, whatever the size of the space.
 """
 
 from __future__ import annotations
@@ -64,9 +65,10 @@ class Space:
 
         Only valid points are built. A block is a (tp, cp, pp) whose product divides the GPU count (dp
         is then fixed); within a block, which virtual-stage counts, expert-parallel sizes and
-        micro-batches are allowed depends on pp, tp * cp * dp and dp alone, so three masks per block
-        (the second over (ep, etp) jointly) give the valid (vpp, ep, etp, micro_batch) points with one
-        ``nonzero`` over a chunk of blocks, each repeated over every (zero, recompute) pair.
+        micro-batches are allowed depends on pp, tp * cp * dp and dp alone, so two masks per block
+        (over (vpp, micro_batch) and over (ep, etp) jointly) give the valid (vpp, ep, etp, micro_batch)
+        points with one ``nonzero`` over a chunk of blocks, each repeated over every (zero, recompute)
+        pair.
         """
         v = self.values
         L, G, gb = model.num_layers, self.num_gpus, train.global_batch
@@ -81,8 +83,12 @@ class Space:
         etp_BX = np.where(etp_X[None, :] == 0, tp_B[:, None], etp_X[None, :])
         ep_ok_BEX = (tp_B * cp_B * dp_B)[:, None, None] % (ep_E[None, :, None] * etp_BX[:, None, :]) == 0
         mb_ok_BM = gb % (dp_B[:, None] * mb_M[None, :]) == 0
+        # Interleaving (vpp > 1) needs the micro-batches per step to be a multiple of pp.
+        m_BM = gb // (dp_B[:, None] * mb_M[None, :])
+        vm_ok_BVM = vpp_ok_BV[:, :, None] & mb_ok_BM[:, None, :] \
+            & ((vpp_V[None, :, None] == 1) | (m_BM[:, None, :] % pp_B[:, None, None] == 0))
         zr = len(v["zero"]) * len(v["recompute"])
-        count_B = vpp_ok_BV.sum(1) * ep_ok_BEX.sum((1, 2)) * mb_ok_BM.sum(1) * zr
+        count_B = vm_ok_BVM.sum((1, 2)) * ep_ok_BEX.sum((1, 2)) * zr
         zero_K = np.repeat(v["zero"], len(v["recompute"])).astype(np.float64)
         rec_K = np.tile(v["recompute"], len(v["zero"])).astype(np.float64)
         start, n_blocks, size = 0, len(count_B), 0
@@ -92,8 +98,7 @@ class Space:
                 continue
             sl = slice(start, end + 1)
             start, size = end + 1, 0
-            mask = vpp_ok_BV[sl, :, None, None, None] & ep_ok_BEX[sl, None, :, :, None] \
-                & mb_ok_BM[sl, None, None, None, :]
+            mask = vm_ok_BVM[sl, :, None, None, :] & ep_ok_BEX[sl, None, :, :, None]
             b, i_v, i_e, i_x, i_m = (np.repeat(ix, zr) for ix in np.nonzero(mask))
             if not b.size:
                 continue
@@ -120,6 +125,8 @@ def valid(col: dict[str, np.ndarray], num_gpus: int, model: ModelSpec, train: Tr
     pv = col["pp"] * col["vpp"]
     ok &= pv <= L
     ok &= (col["vpp"] == 1.0) | ((col["pp"] > 1.0) & (np.fmod(L, pv) == 0.0))
+    m = float(train.global_batch) / (dp * col["micro_batch"])
+    ok &= (col["vpp"] == 1.0) | (np.fmod(m, col["pp"]) == 0.0)
     return ok
 
 

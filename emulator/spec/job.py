@@ -59,6 +59,13 @@ def check_layout(model: ModelSpec, cluster: ClusterSpec, par: ParallelSpec, trai
     per_step = par.dp * par.micro_batch
     require(train.global_batch % per_step == 0, "train.global_batch", train.global_batch,
             f"must be a multiple of parallel.dp x parallel.micro_batch = {per_step}")
+    if par.vpp > 1:
+        # Megatron-Core's interleaved 1F1B (schedules.forward_backward_pipelining_with_interleaving) raises
+        # "number of microbatches (m) is not divisible by pipeline-model-parallel-size (pp)".
+        m = train.global_batch // per_step
+        require(m % par.pp == 0, "parallel.vpp", par.vpp,
+                f"interleaving needs the micro-batches per step, train.global_batch / (parallel.dp x "
+                f"parallel.micro_batch) = {m}, to be a multiple of parallel.pp={par.pp}; use parallel.vpp=1")
     if par.cp > 1:
         require(train.seq_len % (2 * par.cp) == 0, "train.seq_len", train.seq_len,
                 f"must be a multiple of 2 x parallel.cp = {2 * par.cp} (load-balanced context parallel)")

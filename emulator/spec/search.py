@@ -35,7 +35,7 @@ class SearchSpec:
     must_fit: bool = True
     """Rank only layouts that fit in HBM (the others are still written, with fits=false)."""
     top: int = 10
-    chunk: int = 250_000
+    chunk: int = 50_000
     """Candidate layouts evaluated per array call: memory is bounded by this, not by the space."""
 
     def __post_init__(self) -> None:

@@ -142,3 +142,12 @@ def test_number_line_pattern() -> None:
 def test_every_number_has_a_source_comment(path: Path) -> None:
     """Each `key: number` line of a gpu/model/cluster YAML ends with a comment (a source or ASSUMPTION)."""
     assert _undocumented_text(path.read_text()) == [], path
+
+
+def test_interleaving_needs_micro_batches_in_multiples_of_pp() -> None:
+    """Megatron-Core's interleaved 1F1B rejects m not divisible by pp: Grok 3 on 98,304 GPUs (pp=16, vpp=6,
+    dp=384) with 3,072 sequences has m = 8, one line naming parallel.vpp."""
+    with pytest.raises(ConfigError) as info:
+        build_job(compose_config(["experiment=grok3_colossus_100k", "train.global_batch=3072"]))
+    assert info.value.key == "parallel.vpp"
+    assert "= 8" in str(info.value) and "parallel.pp=16" in str(info.value)

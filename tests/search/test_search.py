@@ -180,6 +180,8 @@ def test_moe_layouts_with_expert_tp_match_emulate_alone(tmp_path: Path) -> None:
     assert {r["etp"] for r in rows} == {1, 2, 4, 8}  # etp may exceed tp: the expert grid is its own
     for row in rows:
         assert (row["tp"] * row["cp"] * row["dp"]) % (row["ep"] * row["etp"]) == 0, row
+        m = 1024 // (row["dp"] * row["micro_batch"])
+        assert row["vpp"] == 1 or m % row["pp"] == 0, row  # interleaving: micro-batches a multiple of pp
     picks = [r for r in rows if r["ep"] == 8 and r["vpp"] == 8 and r["etp"] in (1, 4)]
     assert len(picks) == 2
     for row in picks:

@@ -28,8 +28,6 @@ JOBS = {
     "tiny_1f1b": TINY,
     # the tiny model has 4 layers: pp x vpp <= 4
     "tiny_interleaved": [*TINY, "parallel.pp=2", "parallel.vpp=2"],
-    # m = 3 is not a multiple of pp = 2: the approximated interleaved schedule
-    "tiny_interleaved_odd_m": [*TINY, "parallel.pp=2", "parallel.vpp=2", "train.global_batch=48"],
     "tiny_no_pp_overlap_full_recompute": [*TINY, "parallel.pp_comm_overlap=false", "parallel.recompute=full"],
     "default_grok2": ["run.steps=0"],  # grok2, tp8 cp4 ep8 etp4, no pipeline, 20k H100
     "mixed": MIXED,
