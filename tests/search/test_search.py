@@ -107,6 +107,8 @@ def test_impossible_constraint_is_a_config_error() -> None:
         (["search.tp=abc"], "search.tp=abc"),
         (["search.objective=time_to_train"], "train.total_tokens"),
         (["search.max_gpus=1001"], "search.max_gpus=1001"),
+        (["search.etp=3"], "search.etp=3"),
+        (["model=llama3_8b", "cluster=single_node", "search.etp=1"], "search.etp=1"),
     ],
 )
 def test_cli_refuses_in_one_line(tmp_path: Path, override: list[str], expect: str) -> None:
