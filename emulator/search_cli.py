@@ -63,7 +63,8 @@ def print_top(job: SearchJob, search: SearchSpec, result: SearchResult, console:
     con = console or Console(width=None if sys.stdout.isatty() else 160)
     con.print(f"[bold]{job.model.name}[/bold] on {result.num_gpus:,} GPUs: {result.layouts:,} valid layouts "
               f"({result.fitting:,} fit) of {result.grid_points:,} grid points in {result.seconds:.2f} s "
-              f"({result.layouts / max(result.seconds, 1e-9):,.0f} layouts/s); objective {search.objective}")
+              f"({result.layouts / max(result.seconds, 1e-9):,.0f} layouts/s with enumeration and Arrow writes; "
+              f"{result.layouts / max(result.eval_seconds, 1e-9):,.0f}/s evaluated); objective {search.objective}")
     t = Table(show_header=True, header_style="bold")
     for col in ("#", "tp", "pp", "dp", "cp", "ep", "etp", "vpp", "mb", "zero", "recompute", "step s", "tokens/s",
                 "MFU", "GB/GPU"):
@@ -102,8 +103,10 @@ def _task(cfg: DictConfig) -> None:
         return
     summary = {"version": __version__, "num_gpus": result.num_gpus, "grid_points": result.grid_points,
                "layouts": result.layouts, "fitting": result.fitting, "seconds": result.seconds,
-               "layouts_per_s": result.layouts / max(result.seconds, 1e-9), "objective": search.objective,
-               "backend": backend_name(get_xp(job.run.backend)), "best": result.best, "config": to_plain(cfg)}
+               "layouts_per_s": result.layouts / max(result.seconds, 1e-9),
+               "layouts_evaluated_per_s": result.layouts / max(result.eval_seconds, 1e-9),
+               "objective": search.objective, "backend": backend_name(get_xp(job.run.backend)), "best": result.best,
+               "config": to_plain(cfg)}
     mixed = mixed_report(job, search, out_dir / "layouts.arrow", get_xp(job.run.backend)) \
         if job.cluster.is_mixed else None
     if mixed is not None:

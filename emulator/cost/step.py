@@ -19,7 +19,10 @@ Overlap rules (Megatron-Core defaults, each switchable in ``parallel``):
   cannot overlap). Without it, all of it is exposed.
 - CP ring attention: each KV exchange overlaps with the attention core of the previous chunk;
   exposed ``max(0, comm - core)``.
-- EP all-to-all (dispatch and combine): on the critical path.
+- EP all-to-all (dispatch and combine): on the critical path; expert-parallel ranks are ``etp``
+  apart (Megatron-Core's expert rank order: etp fastest, then ep).
+- Expert TP (``etp`` > 1): the token dispatcher's all-gather and reduce-scatter of the routed pairs
+  over the ``etp`` GPUs of an expert run outside the GEMMs: exposed, counted under ``tp_comm``.
 - PP send/recv with ``pp_comm_overlap``: only the warm-up and cool-down transfers,
   ``2 (pp - 1)``, are exposed; otherwise every transfer of every micro-batch.
 - DP with ``dp_comm_overlap``: the gradient reduce-scatter overlaps with the last micro-batch's
