@@ -66,14 +66,13 @@ def print_top(job: SearchJob, search: SearchSpec, result: SearchResult, console:
               f"({result.layouts / max(result.seconds, 1e-9):,.0f} layouts/s with enumeration and Arrow writes; "
               f"{result.layouts / max(result.eval_seconds, 1e-9):,.0f}/s evaluated); objective {search.objective}")
     t = Table(show_header=True, header_style="bold")
-    for col in ("#", "tp", "pp", "dp", "cp", "ep", "etp", "vpp", "mb", "zero", "recompute", "step s", "tokens/s",
-                "MFU", "GB/GPU"):
+    # Expert layout columns only for an MoE model (a dense model has ep = 1 and no experts to split).
+    keys = ("tp", "pp", "dp", "cp") + (("ep", "etp") if job.model.is_moe else ()) + ("vpp", "micro_batch", "zero")
+    for col in ("#", *keys[:-2], "mb", "zero", "recompute", "step s", "tokens/s", "MFU", "GB/GPU"):
         t.add_column(col, justify="right")
     for i, row in enumerate(result.best, 1):
-        t.add_row(str(i), *(str(row[k]) for k in ("tp", "pp", "dp", "cp", "ep", "etp", "vpp", "micro_batch",
-                                                           "zero")),
-                  row["recompute"], f"{row['step_time_s']:.3f}", f"{row['tokens_per_s']:,.0f}", f"{row['mfu']:.1%}",
-                  f"{row['memory_bytes'] / 1e9:.1f}")
+        t.add_row(str(i), *(str(row[k]) for k in keys), row["recompute"], f"{row['step_time_s']:.3f}",
+                  f"{row['tokens_per_s']:,.0f}", f"{row['mfu']:.1%}", f"{row['memory_bytes'] / 1e9:.1f}")
     con.print(t)
 
 
