@@ -83,7 +83,7 @@ def build_row(row: dict[str, Any], gpu: GpuSpec | None = None) -> tuple[ModelSpe
     par_data = dict(row["parallel"])
     ov = row.get("overlap", {})
     par_data.update(tp_comm_overlap=bool(ov.get("tp_comm", True)), dp_comm_overlap=bool(ov.get("dp_comm", True)),
-                    pp_comm_overlap=bool(ov.get("pp_comm", True)))
+                    pp_comm_overlap=bool(ov.get("pp_comm", True)), ep_comm_overlap=bool(ov.get("ep_comm", False)))
     parallel = parallel_from_dict(par_data)
     gpu = gpu or catalogue.gpu(row["gpu"])
     base = catalogue.raw("cluster", BASE_CLUSTER[row["gpu"]])

@@ -60,8 +60,8 @@ def _number(group: str, data: Mapping[str, Any], key: str) -> float:
 
 EFFICIENCY_KEYS = {"gemm_bf16", "gemm_fp8", "gemm_half_gflop", "attention_fwd", "attention_bwd", "hbm", "nvlink",
                    "kernel_overhead_us"}
-GPU_KEYS = {"name", "bf16_tflops", "fp8_tflops", "hbm_gb", "hbm_tbps", "nvlink_gbps", "tdp_w", "idle_w", "source",
-            "efficiency"}
+GPU_KEYS = {"name", "sm_count", "bf16_tflops", "fp8_tflops", "hbm_gb", "hbm_tbps", "nvlink_gbps", "tdp_w", "idle_w",
+            "source", "efficiency"}
 
 
 def gpu_from_dict(data: Mapping[str, Any], group: str = "gpu") -> GpuSpec:
@@ -88,6 +88,7 @@ def gpu_from_dict(data: Mapping[str, Any], group: str = "gpu") -> GpuSpec:
         nvlink_bytes_per_s=_number(group, data, "nvlink_gbps") * GB,
         tdp_w=_number(group, data, "tdp_w"),
         idle_w=_number(group, data, "idle_w"),
+        sm_count=int(_number(group, data, "sm_count")),
         efficiency=efficiency,
         source=str(data.get("source", "")),
     )

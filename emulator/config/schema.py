@@ -35,6 +35,7 @@ class GpuConf:
     nvlink_gbps: float = MISSING
     tdp_w: float = MISSING
     idle_w: float = MISSING
+    sm_count: int = MISSING
     efficiency: EfficiencyConf = field(default_factory=EfficiencyConf)
     source: str = ""
 
@@ -63,6 +64,8 @@ class ModelConf:
     sliding_window: int = 0
     local_layers_fraction: float = 0.0
     mtp_layers: int = 0
+    router_groups: int = 1
+    router_group_topk: int = 0
     source: str = ""
 
 
@@ -110,6 +113,7 @@ class ParallelConf:
     tp_comm_overlap: bool = True
     dp_comm_overlap: bool = True
     pp_comm_overlap: bool = True
+    ep_comm_overlap: bool = False
 
 
 @dataclass
@@ -125,6 +129,8 @@ class TrainConf:
     fragmentation: float = 0.05
     host_launch_us: float = 15.0
     moe_host_sync: bool = True
+    moe_dispatcher: str = "alltoall"
+    moe_comm_sms: int = 20
 
 
 @dataclass

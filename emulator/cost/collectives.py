@@ -18,6 +18,11 @@ latencies):
 - all-reduce = reduce-scatter + all-gather (twice the above).
 - all-to-all of ``M`` bytes sent per rank: ``M (k-1)/n`` bytes stay in the domain, ``M (n-k)/n``
   cross it; the two tiers run concurrently: ``max(intra/B_nv, inter/B_net) + a``.
+- node-deduplicating dispatch (DeepEP / HybridEP) of ``M`` bytes of routed copies per rank whose
+  tokens (``M / k`` bytes) reach ``r`` other domains on average (:mod:`routing`): each token crosses
+  the network once per other domain, ``r M / k`` bytes, and fans out over NVLink in the destination
+  domain, ``M (k_d-1)/k_d`` bytes (``k_d`` group members per domain); both tiers run concurrently:
+  ``max(intra/B_nv, inter/B_net) + a``.
 - point-to-point of ``M`` bytes: ``M / B + a`` on the tier it crosses.
 """
 
@@ -85,6 +90,17 @@ class Fabric:
         k_L = self.members_per_domain(n_L, stride_L, xp)
         intra = bytes_L * (k_L - 1.0) / n_L / self.nvlink_bus_bytes_per_s
         inter = bytes_L * (n_L - k_L) / n_L / self.net_bus_bytes_per_s
+        alpha = where(n_L > k_L, self.net_alpha_s, self.nvlink_alpha_s, xp)
+        return where(n_L > 1.0, xp.maximum(intra, inter) + alpha, 0.0, xp)
+
+    def node_dedup_all_to_all_s(self, pair_bytes_L: Any, token_bytes_L: Any, remote_nodes_L: Any, n_L: Any,
+                                stride_L: Any, xp: Any) -> Any:
+        """Dispatch (or combine) through a node-deduplicating dispatcher: ``pair_bytes_L`` of routed
+        copies per rank, ``token_bytes_L`` of distinct tokens, each reaching ``remote_nodes_L`` other
+        domains."""
+        k_L = self.members_per_domain(n_L, stride_L, xp)
+        intra = pair_bytes_L * (k_L - 1.0) / k_L / self.nvlink_bus_bytes_per_s
+        inter = token_bytes_L * remote_nodes_L / self.net_bus_bytes_per_s
         alpha = where(n_L > k_L, self.net_alpha_s, self.nvlink_alpha_s, xp)
         return where(n_L > 1.0, xp.maximum(intra, inter) + alpha, 0.0, xp)
 

@@ -32,6 +32,8 @@ class LayoutBatch:
     tp_overlap_L: Any
     dp_overlap_L: Any
     pp_overlap_L: Any
+    ep_overlap_L: Any
+    """1.0 where the MoE all-to-all overlaps another micro-batch's compute (``ep_comm_overlap``)."""
 
     @classmethod
     def from_specs(cls, specs: Sequence[ParallelSpec], xp: Any) -> LayoutBatch:
@@ -53,6 +55,7 @@ class LayoutBatch:
             tp_overlap_L=col([s.tp_comm_overlap for s in specs]),
             dp_overlap_L=col([s.dp_comm_overlap for s in specs]),
             pp_overlap_L=col([s.pp_comm_overlap for s in specs]),
+            ep_overlap_L=col([s.ep_comm_overlap for s in specs]),
         )
 
     @classmethod
@@ -69,6 +72,7 @@ class LayoutBatch:
             "tp_L": default.tp, "pp_L": default.pp, "dp_L": default.dp, "cp_L": default.cp,
             "ep_L": default.ep, "vpp_L": default.vpp, "mb_L": default.micro_batch, "zero_L": default.zero,
             "sp_L": 1.0, "recompute_L": 0.0, "tp_overlap_L": 1.0, "dp_overlap_L": 1.0, "pp_overlap_L": 1.0,
+            "ep_overlap_L": 0.0,
         }
         values = {}
         for f in fields(cls):

@@ -19,8 +19,10 @@ Overlap rules (Megatron-Core defaults, each switchable in ``parallel``):
   cannot overlap). Without it, all of it is exposed.
 - CP ring attention: each KV exchange overlaps with the attention core of the previous chunk;
   exposed ``max(0, comm - core)``.
-- EP all-to-all (dispatch and combine): on the critical path; expert-parallel ranks are ``etp``
-  apart (Megatron-Core's expert rank order: etp fastest, then ep).
+- EP all-to-all (dispatch and combine): on the critical path unless ``ep_comm_overlap`` hides it
+  behind another micro-batch's compute (:func:`_ep_exposed_per_micro_batch`); expert-parallel ranks are ``etp``
+  apart (Megatron-Core's expert rank order: etp fastest, then ep). With ``train.moe_dispatcher=flex``
+  a token crosses the network once per other node its experts are on (:mod:`routing`).
 - Expert TP (``etp`` > 1): the token dispatcher's all-gather and reduce-scatter of the routed pairs
   over the ``etp`` GPUs of an expert run outside the GEMMs: exposed, counted under ``tp_comm``.
 - PP send/recv with ``pp_comm_overlap``: only the warm-up and cool-down transfers,
@@ -45,11 +47,13 @@ from emulator.cost.ops import (
     GEMM,
     GEMM_BF16,
     Tokens,
+    attention_ops,
     embedding_ops,
     layer_ops,
     logits_ops,
 )
 from emulator.cost.roofline import BlockTime, block_time
+from emulator.cost.routing import remote_nodes_per_token
 from emulator.cost.shapes import LayerShapes
 from emulator.cost.stages import StageLayers
 from emulator.spec.cluster import ClusterSpec
@@ -87,6 +91,8 @@ class LayerTime:
     """Forward + backward seconds in memory-bound ops (HBM bandwidth sets them)."""
     host_idle_s_L: Any
     """GPU idle time per micro-batch waiting for the host to launch kernels (host-synchronised MoE layers)."""
+    ep_paired_s_L: Any
+    """Exposed all-to-all of a forward and a backward merged under ``ep_comm_overlap`` (:func:`_ep_paired`)."""
 
     def compute_s(self) -> Any:
         return self.fwd_s_L + self.bwd_s_L + self.recompute_s_L
@@ -120,6 +126,7 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
                moe: bool) -> LayerTime:
     ops = layer_ops(model, train, lay, xp, moe)
     blk = block_time(ops, gpu, train.precision, xp)
+    n_attn = len(attention_ops(model, train, lay, Tokens.of(train, lay), xp))
     tok = Tokens.of(train, lay)
     T_L, t_L, h = tok.T_L, lay.tp_L, float(model.hidden_size)
     one = xp.ones_like(t_L)
@@ -156,8 +163,16 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
     # EP: dispatch + combine all-to-all of the T k / tp routed pairs of h per direction; expert-parallel
     # ranks are etp apart (Megatron-Core expert rank order: etp fastest, then ep).
     if moe:
-        a2a_bytes = ACT_BYTES * T_L * float(model.experts_per_token) * h / t_L
-        ep_one = 2.0 * fabric.all_to_all_s(a2a_bytes, lay.ep_L, lay.etp_L, xp)
+        token_bytes = ACT_BYTES * T_L * h / t_L
+        a2a_bytes = token_bytes * float(model.experts_per_token)
+        if train.moe_dispatcher == "flex":
+            # One network copy per token and other node its experts are on (node-limited routing
+            # bounds them), then the NVLink fan-out: emulator.cost.routing.
+            nodes_L = lay.ep_L / fabric.members_per_domain(lay.ep_L, lay.etp_L, xp)
+            remote_L = remote_nodes_per_token(model, nodes_L, xp)
+            ep_one = 2.0 * fabric.node_dedup_all_to_all_s(a2a_bytes, token_bytes, remote_L, lay.ep_L, lay.etp_L, xp)
+        else:
+            ep_one = 2.0 * fabric.all_to_all_s(a2a_bytes, lay.ep_L, lay.etp_L, xp)
     else:
         ep_one = xp.zeros_like(t_L)
     idle = xp.zeros_like(t_L)
@@ -170,8 +185,37 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
         gpu_bwd = blk.bwd_s_L + recompute_L + tp_bwd + cp_bwd + ep_one
         idle = xp.maximum(host_fwd - gpu_fwd, 0.0) + xp.maximum(host_bwd - gpu_bwd, 0.0)
     mem_bound = blk.memory_bound_s_L * (1.0 + where(lay.recompute_L == 2.0, 1.0 / 3.0, 0.0, xp))
+    comm_share = min(float(train.moe_comm_sms) / float(gpu.sm_count), 1.0)
+    paired = _ep_paired(blk, n_attn, recompute_L, ep_one, comm_share, xp) if moe else xp.zeros_like(t_L)
     return LayerTime(blk.fwd_s_L, blk.bwd_s_L, recompute_L, tp_fwd, tp_bwd, cp_fwd, cp_bwd, ep_one, ep_one, mem_bound,
-                     idle)
+                     idle, paired)
+
+
+def _ep_paired(blk: BlockTime, n_attn: int, recompute_L: Any, ep_one_L: Any, comm_share: float, xp: Any) -> Any:
+    """Exposed all-to-all of one MoE layer when the forward of one micro-batch and the backward of
+    another are merged (Megatron-Core ``overlap_moe_expert_parallel_comm``).
+
+    The merged layer runs in three phases, a communication stream beside the compute stream
+    (Megatron-Core's schedule as NVIDIA/Megatron-LM PR #2719 sets it out):
+
+    1. backward combine | attention (+ router) forward;
+    2. forward dispatch, backward dispatch | MLP backward (data and weight gradients), MLP forward;
+    3. forward combine | attention backward (+ recomputation).
+
+    Each all-to-all takes ``a = ep_one / 2``. A phase with communication ``E`` beside compute ``C``
+    takes ``max(C + s E, E)`` (the communication kernels hold a share ``s`` of the SMs, so compute
+    runs at ``1 - s`` while they run), i.e. exposes ``max(s E, E - C)`` beyond its compute."""
+    attn_f = sum((t.fwd_s_L for t in blk.by_op[:n_attn]), xp.zeros_like(ep_one_L))
+    attn_b = sum((t.bwd_s_L for t in blk.by_op[:n_attn]), xp.zeros_like(ep_one_L)) + recompute_L
+    mlp_fb = blk.fwd_s_L + blk.bwd_s_L - sum((t.fwd_s_L + t.bwd_s_L for t in blk.by_op[:n_attn]),
+                                             xp.zeros_like(ep_one_L))
+    a = ep_one_L / 2.0
+    s = comm_share
+
+    def phase(comm: Any, compute: Any) -> Any:
+        return xp.maximum(s * comm, comm - compute)
+
+    return phase(a, attn_f) + phase(2.0 * a, mlp_fb) + phase(a, attn_b)
 
 
 @dataclass(frozen=True)
@@ -189,6 +233,9 @@ class StageCost:
     """``t_fb``: one micro-batch forward and backward through every layer of the heaviest stage."""
     dense_params_L: Any
     expert_params_L: Any
+    ep_paired_s_L: Any
+    """``ep_comm`` of a micro-batch whose forward and backward both run merged with another's
+    (``ep_comm_overlap``)."""
 
 
 STAGE_KEYS = ("compute", "other", "tp_comm", "cp_comm", "ep_comm")
@@ -216,7 +263,8 @@ def stage_cost(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
              "tp_comm": (dense.comm_s("tp", rc, xp), moe.comm_s("tp", rc, xp)),
              "cp_comm": (dense.comm_s("cp", rc, xp), moe.comm_s("cp", rc, xp)),
              "ep_comm": (zero_L, moe.comm_s("ep", rc, xp)) if model.is_moe else (zero_L, zero_L),
-             "memory_bound": (dense.memory_bound_s_L, moe.memory_bound_s_L)}
+             "memory_bound": (dense.memory_bound_s_L, moe.memory_bound_s_L),
+             "ep_paired": (zero_L, moe.ep_paired_s_L) if model.is_moe else (zero_L, zero_L)}
     emb_s, out_s = emb.fwd_s_L + emb.bwd_s_L, out.fwd_s_L + out.bwd_s_L
 
     def stage(n_dense: Any, n_moe: Any, first: Any, last: Any) -> dict[str, Any]:
@@ -244,7 +292,7 @@ def stage_cost(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
     params = stage_params(model, lay, xp.maximum(st.first_dense_L, st.mid_dense_L),
                           xp.maximum(xp.maximum(st.first_moe_L, st.mid_moe_L), st.last_moe_L), True, True, xp)
     return StageCost(heavy["compute"], heavy["other"], heavy["tp_comm"], heavy["cp_comm"], heavy["ep_comm"],
-                     heavy["memory_bound"], heavy_total, params.dense_L, params.expert_L)
+                     heavy["memory_bound"], heavy_total, params.dense_L, params.expert_L, heavy["ep_paired"])
 
 
 def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: GpuSpec, lay: LayoutBatch,
@@ -254,9 +302,13 @@ def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: Gpu
     shapes = LayerShapes.of(lay, xp)
     sc = shapes.apply(lambda b: stage_cost(model, train, b, gpu, fabric, xp), lay, xp)
     m_L = float(train.global_batch) / (lay.dp_L * lay.mb_L)
-    breakdown = {k: m_L * getattr(sc, f"{k}_s_L") for k in STAGE_KEYS}
+    ep_mb_L = _ep_exposed_per_micro_batch(sc, lay, m_L, xp) if model.is_moe else sc.ep_comm_s_L
+    per_mb = {k: getattr(sc, f"{k}_s_L") for k in STAGE_KEYS}
+    per_mb["ep_comm"] = ep_mb_L
+    breakdown = {k: m_L * v for k, v in per_mb.items()}
     memory_bound = m_L * sc.memory_bound_s_L
-    breakdown["bubble"] = (lay.pp_L - 1.0) / lay.vpp_L * sc.total_s_L
+    t_fb_L = sc.total_s_L - sc.ep_comm_s_L + ep_mb_L
+    breakdown["bubble"] = (lay.pp_L - 1.0) / lay.vpp_L * t_fb_L
 
     # Pipeline send/recv of the T x h / tp activation (scatter-gather optimisation).
     tok = Tokens.of(train, lay)
@@ -265,7 +317,7 @@ def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: Gpu
     breakdown["pp_comm"] = where(lay.pp_L > 1.0, transfers * p2p, 0.0, xp)
 
     # Data parallel and optimizer over the parameters of the heaviest-parameter stage.
-    t_fb_one = sc.total_s_L  # one micro-batch through every layer of the heaviest stage
+    t_fb_one = t_fb_L  # one micro-batch through every layer of the heaviest stage
     breakdown["dp_comm"] = _dp_exposed(sc.dense_params_L, lay.dp_L * lay.cp_L, lay.tp_L, train, lay, fabric, m_L,
                                        t_fb_one, xp)
     if model.is_moe:
@@ -281,6 +333,23 @@ def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: Gpu
     step = sum(breakdown[k] for k in BREAKDOWN_KEYS)
     mem = memory_per_gpu(model, train, lay, gpu, xp, shapes)
     return StepTime(step, {k: breakdown[k] for k in BREAKDOWN_KEYS}, memory_bound, mem)
+
+
+def _ep_exposed_per_micro_batch(sc: StageCost, lay: LayoutBatch, m_L: Any, xp: Any) -> Any:
+    """Exposed MoE all-to-all per micro-batch of the heaviest stage.
+
+    Without ``ep_comm_overlap`` all of it (``ep``). With it, a micro-batch whose forward and
+    backward both run merged with another micro-batch's exposes ``ep_paired`` (:func:`_ep_paired`,
+    per layer). Passes with no partner stay exposed: the warm-up forwards and cool-down backwards
+    of the schedule, ``w`` of the ``m vpp`` virtual-stage passes, ``w = 2 (pp-1) + (vpp-1) pp``
+    interleaved (Megatron-Core's warm-up count on the first pipeline rank), ``pp - 1`` plain 1F1B,
+    and the first forward / last backward without pipelining (``w = 1``):
+    ``exposed = u ep + (1 - u) ep_paired``, ``u = min(1, w / (m vpp))``."""
+    pp, vpp = lay.pp_L, lay.vpp_L
+    warm_L = where(vpp > 1.0, 2.0 * (pp - 1.0) + (vpp - 1.0) * pp, xp.maximum(pp - 1.0, 1.0), xp)
+    unpaired_L = xp.minimum(warm_L / (m_L * vpp), 1.0)
+    overlapped = unpaired_L * sc.ep_comm_s_L + (1.0 - unpaired_L) * sc.ep_paired_s_L
+    return where(lay.ep_overlap_L > 0.0, overlapped, sc.ep_comm_s_L, xp)
 
 
 def _dp_exposed(params_L: Any, n_L: Any, stride_L: Any, train: TrainSpec, lay: LayoutBatch, fabric: Fabric,

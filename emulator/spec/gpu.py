@@ -58,6 +58,8 @@ class GpuSpec:
     """NVLink bandwidth per GPU, bidirectional aggregate (as NVIDIA quotes it), bytes/s."""
     tdp_w: float
     idle_w: float
+    sm_count: int
+    """Streaming multiprocessors: what overlapped communication kernels take their share of."""
     efficiency: EfficiencySpec
     source: str = ""
 
@@ -70,6 +72,7 @@ class GpuSpec:
         require_positive(self.nvlink_bytes_per_s, f"{prefix}.nvlink_gbps")
         require_positive(self.tdp_w, f"{prefix}.tdp_w")
         require_non_negative(self.idle_w, f"{prefix}.idle_w")
+        require_positive(self.sm_count, f"{prefix}.sm_count")
         require(self.idle_w < self.tdp_w, f"{prefix}.idle_w", self.idle_w, f"must be below tdp_w={self.tdp_w}")
 
     @property

@@ -37,6 +37,11 @@ class ModelSpec:
     sliding_window: int = 0
     local_layers_fraction: float = 0.0
     mtp_layers: int = 0
+    router_groups: int = 1
+    """Expert groups of the router's group-limited routing (DeepSeek-V3 ``n_group``; 1: no groups)."""
+    router_group_topk: int = 0
+    """Groups a token may route into (DeepSeek-V3 ``topk_group``; 0: all of them). With experts laid out
+    in order over the expert-parallel ranks and a group per node, this is node-limited routing."""
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -46,12 +51,20 @@ class ModelSpec:
             require_positive(getattr(self, key), f"{p}.{key}")
         for key in ("ffn_hidden_size", "dense_ffn_hidden_size", "expert_ffn_hidden_size", "num_dense_layers",
                     "q_lora_rank", "kv_lora_rank", "qk_rope_head_dim", "v_head_dim", "sliding_window",
-                    "mtp_layers"):
+                    "mtp_layers", "router_group_topk"):
             require_non_negative(getattr(self, key), f"{p}.{key}")
         require(self.num_heads % self.num_kv_heads == 0, f"{p}.num_kv_heads", self.num_kv_heads,
                 f"must divide model.num_heads={self.num_heads}")
         require(self.experts_per_token <= self.num_experts, f"{p}.experts_per_token", self.experts_per_token,
                 f"must be <= model.num_experts={self.num_experts}")
+        require_positive(self.router_groups, f"{p}.router_groups")
+        require(self.num_experts % self.router_groups == 0, f"{p}.router_groups", self.router_groups,
+                f"must divide model.num_experts={self.num_experts}")
+        require(self.router_group_topk <= self.router_groups, f"{p}.router_group_topk", self.router_group_topk,
+                f"must be <= model.router_groups={self.router_groups} (0: no limit)")
+        require(self.experts_per_token <= self.routable_groups * (self.num_experts // self.router_groups),
+                f"{p}.experts_per_token", self.experts_per_token,
+                f"must be <= the experts of model.router_group_topk={self.router_group_topk} groups")
         require(0.0 <= self.local_layers_fraction <= 1.0, f"{p}.local_layers_fraction",
                 self.local_layers_fraction, "must be in [0, 1]")
         if self.is_moe:
@@ -67,6 +80,11 @@ class ModelSpec:
     @property
     def is_moe(self) -> bool:
         return self.num_experts > 1
+
+    @property
+    def routable_groups(self) -> int:
+        """Groups one token's experts may come from (all of them without group-limited routing)."""
+        return self.router_group_topk or self.router_groups
 
     @property
     def is_mla(self) -> bool:

@@ -39,6 +39,10 @@ class ParallelSpec:
     """Overlap the gradient reduce and the parameter gather with backward/forward (--overlap-grad-reduce)."""
     pp_comm_overlap: bool = True
     """Overlap pipeline send/recv with compute (batched asynchronous P2P)."""
+    ep_comm_overlap: bool = False
+    """Overlap the MoE dispatch/combine of one micro-batch with another micro-batch's compute in the
+    steady 1F1B phase (Megatron-Core --overlap-moe-expert-parallel-comm, with --delay-wgrad-compute).
+    Off by default, as in Megatron-Core."""
 
     def __post_init__(self) -> None:
         p = "parallel"

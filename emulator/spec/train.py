@@ -8,6 +8,7 @@ from emulator.spec.errors import require, require_non_negative, require_positive
 
 PRECISIONS = ("bf16", "fp8")
 ATTENTION_KERNELS = ("flash", "unfused")
+MOE_DISPATCHERS = ("alltoall", "flex")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +39,18 @@ class TrainSpec:
     needed on the host: Megatron-Core's alltoall dispatcher, DeepEP high-throughput mode), so an MoE
     layer takes at least the host time to launch its kernels."""
 
+    moe_dispatcher: str = "alltoall"
+    """How routed tokens reach their experts. alltoall: every (token, expert) pair travels on its own
+    (Megatron-Core's alltoall dispatcher). flex: a token crosses the scale-out network once per
+    destination node and fans out over NVLink there (DeepEP / HybridEP behind Megatron-Core's flex
+    dispatcher; DeepSeek-V3 report Sec 3.2.2), which with node-limited routing
+    (``model.router_group_topk``) bounds the network copies per token."""
+
+    moe_comm_sms: int = 20
+    """SMs the expert-parallel dispatch/combine kernels hold while they run beside compute
+    (``parallel.ep_comm_overlap``): Megatron-Core's ``moe_deepep_num_sms`` default, 20; DeepSeek-V3
+    gives its all-to-all 20 of the H800's 132 SMs (report Sec 3.2.2)."""
+
     def __post_init__(self) -> None:
         p = "train"
         require_positive(self.seq_len, f"{p}.seq_len")
@@ -53,3 +66,6 @@ class TrainSpec:
         require_non_negative(self.memory_reserved_gb, f"{p}.memory_reserved_gb")
         require(0.0 <= self.fragmentation < 1.0, f"{p}.fragmentation", self.fragmentation, "must be in [0, 1)")
         require_non_negative(self.host_launch_us, f"{p}.host_launch_us")
+        require_non_negative(self.moe_comm_sms, f"{p}.moe_comm_sms")
+        require(self.moe_dispatcher in MOE_DISPATCHERS, f"{p}.moe_dispatcher", self.moe_dispatcher,
+                f"must be one of {', '.join(MOE_DISPATCHERS)}")
