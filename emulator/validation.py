@@ -8,6 +8,11 @@ The metric becomes a step time, the quantity the cost model predicts:
 - ``tflops_per_gpu`` or ``mfu``: the source's own FLOP count per step (``formulas`` in the file)
   divided by ``value * num_gpus`` (TFLOP/s) or ``value/100 * peak * num_gpus`` (MFU), because
   sources count FLOPs differently (recompute, causal halving) and comparing step times removes that.
+
+A row with an ``excluded`` reason is still evaluated and printed, but not counted in the error
+summary. The only accepted reason is the publisher's own statement that the figure measured a
+performance regression (the reason quotes it and gives its address): the model predicts what the
+software does when it works as designed.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ class RowResult:
     published_step_s: float
     predicted_step_s: float
     breakdown_s: dict[str, float]
+    excluded: str = ""
+    """Why the row is printed but not counted (the publisher calls the figure a regression); empty: counted."""
 
     @property
     def error(self) -> float:
@@ -117,11 +124,17 @@ def evaluate(row: dict[str, Any], gpu: GpuSpec | None = None) -> RowResult:
         metric=row["published"]["metric"], published_value=float(row["published"]["value"]),
         published_step_s=published_step_s(row, model, train), predicted_step_s=float(res.step_time_s_L[0]),
         breakdown_s={k: float(v[0]) for k, v in res.breakdown_s.items()},
+        excluded=str(row.get("excluded", "")),
     )
 
 
 def evaluate_all(rows: Iterable[dict[str, Any]] | None = None) -> list[RowResult]:
     return [evaluate(r) for r in (load_rows() if rows is None else rows)]
+
+
+def counted(results: list[RowResult]) -> list[RowResult]:
+    """The rows the error summary counts (all but the excluded ones)."""
+    return [r for r in results if not r.excluded]
 
 
 def summary(results: list[RowResult]) -> dict[str, float]:

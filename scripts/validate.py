@@ -1,13 +1,16 @@
 """Print prediction vs published figure for every usable validation row, with the error.
 
-Usage: python scripts/validate.py [--breakdown]
+The summaries count every row but the excluded ones (a publisher-acknowledged regression), which
+are printed with their error and their reason at the end.
+
+Usage: python scripts/validate.py [--breakdown] [--markdown]
 """
 
 from __future__ import annotations
 
 import argparse
 
-from emulator.validation import RowResult, evaluate_all, summary
+from emulator.validation import RowResult, counted, evaluate_all, summary
 
 
 def groups(results: list[RowResult]) -> dict[str, list[RowResult]]:
@@ -34,26 +37,35 @@ def main() -> None:
         print("|---|---|---|---|---|---:|---:|---:|")
         for r in results:
             kind = "MoE" if r.moe else "dense"
+            mark = " (excluded)" if r.excluded else ""
             print(f"| {r.id} | {r.gpu} | {r.precision} | {kind} | {r.metric} {r.published_value:g} "
-                  f"| {r.published_step_s:.3f} | {r.predicted_step_s:.3f} | {r.error:+.1%} |")
+                  f"| {r.published_step_s:.3f} | {r.predicted_step_s:.3f} | {r.error:+.1%}{mark} |")
         print("\n| rows | count | mean abs error | max abs error |\n|---|---:|---:|---:|")
-        for name, rows in groups(results).items():
+        for name, rows in groups(counted(results)).items():
             s = summary(rows)
             print(f"| {name} | {int(s['rows'])} | {s['mean_abs_error']:.1%} | {s['max_abs_error']:.1%} |")
+        for r in (r for r in results if r.excluded):
+            print(f"\nExcluded: `{r.id}` ({r.error:+.1%}): {r.excluded}")
         return
     print(f"{'row':46s} {'gpu':5s} {'prec':4s} {'kind':5s} {'metric':22s} {'published':>10s} "
           f"{'pub step s':>11s} {'pred step s':>11s} {'error':>7s}")
     for r in results:
         print(f"{r.id:46s} {r.gpu:5s} {r.precision:4s} {'moe' if r.moe else 'dense':5s} {r.metric:22s} "
-              f"{r.published_value:10.1f} {r.published_step_s:11.3f} {r.predicted_step_s:11.3f} {r.error:+7.1%}")
+              f"{r.published_value:10.1f} {r.published_step_s:11.3f} {r.predicted_step_s:11.3f} {r.error:+7.1%}"
+              + ("  (excluded)" if r.excluded else ""))
         if args.breakdown:
             parts = ", ".join(f"{k}={v:.3f}" for k, v in r.breakdown_s.items() if v > 0)
             print(f"{'':46s} {parts}")
     print()
-    for name, rows in groups(results).items():
+    for name, rows in groups(counted(results)).items():
         s = summary(rows)
         print(f"{name:12s} rows: {int(s['rows']):4d}   mean |error|: {s['mean_abs_error']:6.2%}   "
               f"max |error|: {s['max_abs_error']:6.2%}")
+    excluded = [r for r in results if r.excluded]
+    if excluded:
+        print(f"\nexcluded from the summaries ({len(excluded)} rows, printed above):")
+        for r in excluded:
+            print(f"  {r.id} {r.error:+.1%}: {r.excluded}")
 
 
 if __name__ == "__main__":
