@@ -200,6 +200,7 @@ class SearchConf:
     max_gpus: int = 0
     objective: str = "tokens_per_s"
     must_fit: bool = True
+    ep_comm_overlap: bool = False
     top: int = 10
     chunk: int = 50_000
 

@@ -75,7 +75,8 @@ def evaluate_chunk(job: SearchJob, cluster: ClusterSpec, cols: dict[str, np.ndar
         cp_L=xp.asarray(cols["cp"]), ep_L=xp.asarray(cols["ep"]),
         etp_L=xp.asarray(np.where(cols["etp"] == 0.0, cols["tp"], cols["etp"])), vpp_L=xp.asarray(cols["vpp"]),
         mb_L=xp.asarray(cols["micro_batch"]), zero_L=xp.asarray(cols["zero"]),
-        recompute_L=xp.asarray(cols["recompute"]), sp_L=xp.asarray((cols["tp"] > 1.0).astype(np.float64)))
+        recompute_L=xp.asarray(cols["recompute"]), sp_L=xp.asarray((cols["tp"] > 1.0).astype(np.float64)),
+        ep_overlap_L=xp.asarray(np.full(cols["tp"].shape, float(search.ep_comm_overlap))))
     res = nominal(job.model, job.train, cluster, lay, xp)
     step = to_numpy(res.step_time_s_L)
     fits = np.ones(step.shape, dtype=bool)

@@ -34,6 +34,8 @@ class SearchSpec:
     objective: str = "tokens_per_s"
     must_fit: bool = True
     """Rank only layouts that fit in HBM (the others are still written, with fits=false)."""
+    ep_comm_overlap: bool = False
+    """Cost every layout with the MoE all-to-all overlap (``parallel.ep_comm_overlap``) on."""
     top: int = 10
     chunk: int = 50_000
     """Candidate layouts evaluated per array call: memory is bounded by this, not by the space."""
@@ -50,6 +52,8 @@ class SearchSpec:
         require(self.max_gpus >= 0, f"{p}.max_gpus", self.max_gpus, "must be >= 0 (0: the whole cluster)")
         require(self.objective in OBJECTIVES, f"{p}.objective", self.objective,
                 f"must be one of {', '.join(OBJECTIVES)}")
+        require(isinstance(self.ep_comm_overlap, bool), f"{p}.ep_comm_overlap", self.ep_comm_overlap,
+                "must be true or false")
         require(self.top >= 1, f"{p}.top", self.top, "must be >= 1")
         require(self.chunk >= 1000, f"{p}.chunk", self.chunk, "must be >= 1000")
 

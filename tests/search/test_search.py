@@ -194,3 +194,19 @@ def test_moe_layouts_with_expert_tp_match_emulate_alone(tmp_path: Path) -> None:
     # Folding with etp = 1 keeps the 8 expert-parallel ranks in one node: a faster all-to-all than etp = tp.
     by_etp = {r["etp"]: r for r in picks}
     assert by_etp[1]["step_time_s"] < by_etp[4]["step_time_s"]
+
+
+def test_search_costs_the_moe_all_to_all_overlap_when_asked(tmp_path: Path) -> None:
+    """search.ep_comm_overlap=true: every layout costed as emulate costs it with parallel.ep_comm_overlap=true."""
+    overrides = ["model=grok1", "cluster=dgx_h100", "cluster.num_gpus=512", "train.seq_len=8192",
+                 "train.global_batch=1024"]
+    axes = dict(tp=(4,), cp=(2,), pp=(8,), vpp=(8,), ep=(8,), etp=(4,), micro_batch=(1,), zero=(1,),
+                recompute=("none",))
+    (tmp_path / "off").mkdir()
+    (tmp_path / "on").mkdir()
+    off = layouts(tmp_path / "off", overrides, **axes)
+    on = layouts(tmp_path / "on", overrides, ep_comm_overlap=True, **axes)
+    assert len(on) == len(off) == 1
+    assert on[0]["step_time_s"] < off[0]["step_time_s"]
+    step, _, _ = emulate_row([*overrides, "parallel.ep_comm_overlap=true"], on[0])
+    assert step == pytest.approx(on[0]["step_time_s"], rel=1e-12)
