@@ -128,6 +128,20 @@ def evaluate(row: dict[str, Any], gpu: GpuSpec | None = None) -> RowResult:
     )
 
 
+def unstated_errors(row: dict[str, Any]) -> list[tuple[str, Any, float, bool]]:
+    """``(key, value, step-time error, fits in HBM)`` for every alternative the row lists under
+    ``unstated``: layout values its source does not publish. The row itself takes the first."""
+    out = []
+    for key, values in (row.get("unstated") or {}).items():
+        for value in values:
+            alt = {**row, "parallel": {**row["parallel"], key: value}}
+            model, train, cluster, lay = build_row(alt)
+            res = nominal(model, train, cluster, lay, np)
+            fits = all(bool(st.memory.fits_L[0]) for st in res.by_gpu_type.values())
+            out.append((key, value, float(res.step_time_s_L[0]) / published_step_s(alt, model, train) - 1.0, fits))
+    return out
+
+
 def evaluate_all(rows: Iterable[dict[str, Any]] | None = None) -> list[RowResult]:
     return [evaluate(r) for r in (load_rows() if rows is None else rows)]
 

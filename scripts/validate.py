@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from emulator.validation import RowResult, counted, evaluate_all, summary
+from emulator.validation import RowResult, counted, evaluate_all, load_rows, summary, unstated_errors
 
 
 def groups(results: list[RowResult]) -> dict[str, list[RowResult]]:
@@ -61,6 +61,14 @@ def main() -> None:
         s = summary(rows)
         print(f"{name:12s} rows: {int(s['rows']):4d}   mean |error|: {s['mean_abs_error']:6.2%}   "
               f"max |error|: {s['max_abs_error']:6.2%}")
+    print("\nlayout values the source does not state (the row takes the first; *: does not fit in HBM), error:")
+    for row in load_rows():
+        alts = unstated_errors(row)
+        if alts:
+            span = ", ".join(f"{k}={v}{'' if fits else '*'}: {e:+.1%}" for k, v, e, fits in alts)
+            errs = [e for *_, e, fits in alts if fits]
+            inside = bool(errs) and min(errs) <= 0.0 <= max(errs)
+            print(f"  {row['id']:44s} {span}" + ("  (published value inside the fitting range)" if inside else ""))
     excluded = [r for r in results if r.excluded]
     if excluded:
         print(f"\nexcluded from the summaries ({len(excluded)} rows, printed above):")

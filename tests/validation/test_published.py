@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from emulator.validation import RowResult, counted, evaluate_all, load_rows, summary
+from emulator.spec.parallel import ParallelSpec
+from emulator.validation import RowResult, counted, evaluate_all, load_rows, summary, unstated_errors
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -91,6 +92,7 @@ def test_script_prints_every_row_with_its_error() -> None:
         assert row["id"] in proc.stdout
     assert "mean |error|" in proc.stdout and "max |error|" in proc.stdout
     assert "excluded from the summaries" in proc.stdout
+    assert "layout values the source does not state" in proc.stdout
 
 
 def test_deepseek_v3_on_1024_h100_with_its_recipe_dispatch(results: list[RowResult]) -> None:
@@ -100,3 +102,18 @@ def test_deepseek_v3_on_1024_h100_with_its_recipe_dispatch(results: list[RowResu
     row = {r.id: r for r in results}["mbridge2509_h100_deepseekv3_dropless_1024"]
     assert row.breakdown_s["ep_comm"] < 2.0
     assert abs(row.error) <= 0.15
+
+
+def test_unstated_values_start_with_the_rows_own_assumption() -> None:
+    """``unstated`` lists the layout values a source leaves open; the row's own value comes first and is
+    named in its assumptions, and every alternative is a valid layout (evaluated by the script)."""
+    rows = [r for r in load_rows() if r.get("unstated")]
+    assert rows
+    for row in rows:
+        for key, values in row["unstated"].items():
+            assert key in ParallelSpec.__dataclass_fields__, (row["id"], key)
+            assert values[0] == row["parallel"][key], (row["id"], key)
+            assert key in row["assumptions"], (row["id"], key)
+    alts = unstated_errors(next(r for r in rows if r["id"] == "megatron_h100_weak_32B"))
+    assert [v for _, v, _, _ in alts] == [1, 2, 4]
+    assert alts[0][2] == pytest.approx({r.id: r for r in evaluate_all(rows)}["megatron_h100_weak_32B"].error)
