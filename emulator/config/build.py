@@ -58,7 +58,8 @@ def _number(group: str, data: Mapping[str, Any], key: str) -> float:
     return float(value)
 
 
-EFFICIENCY_KEYS = {"gemm_bf16", "gemm_fp8", "gemm_half_gflop", "attention_fwd", "attention_bwd", "hbm", "nvlink",
+EFFICIENCY_KEYS = {"gemm_bf16", "gemm_fp8", "gemm_half_gflop", "attention_fwd", "attention_bwd", "attention_fa2_fwd",
+                   "attention_fa2_bwd", "hbm", "nvlink",
                    "kernel_overhead_us"}
 GPU_KEYS = {"name", "sm_count", "bf16_tflops", "fp8_tflops", "hbm_gb", "hbm_tbps", "nvlink_gbps", "tdp_w", "idle_w",
             "source", "efficiency"}
@@ -75,6 +76,8 @@ def gpu_from_dict(data: Mapping[str, Any], group: str = "gpu") -> GpuSpec:
         gemm_half_flops=_number(e, eff, "gemm_half_gflop") * GFLOP,
         attention_fwd=_number(e, eff, "attention_fwd"),
         attention_bwd=_number(e, eff, "attention_bwd"),
+        attention_fa2_fwd=_number(e, eff, "attention_fa2_fwd"),
+        attention_fa2_bwd=_number(e, eff, "attention_fa2_bwd"),
         hbm=_number(e, eff, "hbm"),
         nvlink=_number(e, eff, "nvlink"),
         kernel_overhead_s=_number(e, eff, "kernel_overhead_us") * US,

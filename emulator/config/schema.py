@@ -20,6 +20,8 @@ class EfficiencyConf:
     gemm_half_gflop: float = MISSING
     attention_fwd: float = MISSING
     attention_bwd: float = MISSING
+    attention_fa2_fwd: float = MISSING
+    attention_fa2_bwd: float = MISSING
     hbm: float = MISSING
     nvlink: float = MISSING
     kernel_overhead_us: float = MISSING

@@ -129,7 +129,7 @@ def activation_bytes_per_layer(model: ModelSpec, train: TrainSpec, lay: LayoutBa
 
 def _core_bytes(train: TrainSpec, T_L: Any, t_L: Any, a: float, s: float) -> Any:
     """Bytes the attention core stores for backward (what selective recompute removes)."""
-    if train.attention_kernel == "flash":
+    if train.attention_kernel in ("flash", "flash2"):
         return 4.0 * T_L * a / t_L
     per_score = 2.0 + (3.0 if train.dropout > 0.0 else 0.0)
     return per_score * a * s * T_L / t_L

@@ -42,11 +42,13 @@ GEMM = "gemm"
 GEMM_BF16 = "gemm_bf16"
 """A GEMM that stays in BF16 whatever the precision (output layer, router, unfused attention)."""
 ATTENTION = "attention"
+ATTENTION_FA2 = "attention_fa2"
+"""The same fused attention core run by the FlashAttention-2 kernels (``train.attention_kernel=flash2``)."""
 """The fused (Flash) attention core."""
 MEMORY = "memory"
 """A memory-bound element-wise kernel (norm, activation, residual, softmax, cast, permutation)."""
 
-BACKWARD_FACTOR = {GEMM: 2.0, GEMM_BF16: 2.0, ATTENTION: 2.5, MEMORY: 2.0}
+BACKWARD_FACTOR = {GEMM: 2.0, GEMM_BF16: 2.0, ATTENTION: 2.5, ATTENTION_FA2: 2.5, MEMORY: 2.0}
 
 
 @dataclass(frozen=True)
@@ -150,11 +152,12 @@ def attention_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tok
     ops.append(_memory("rotary", 2.0 * e * T_L * qkv_width_L, 2.0, xp, T_L, bwd=ROTARY_BWD))
     keys = mean_attended_keys(model, train.seq_len)
     heads_L = a / t_L
-    if train.attention_kernel == "flash":
+    if train.attention_kernel in ("flash", "flash2"):
         # QK^T and PV over the causal triangle: 2 * T * keys * (dqk + dv) per head.
         flops_L = 2.0 * T_L * keys * heads_L * (dqk + dv)
         io_L = e * T_L * heads_L * (2.0 * dqk + 2.0 * dv)
-        ops.append(Op("attention_core", ATTENTION, flops_L, io_L, flops_L, 1.0, recomputed_selective=True))
+        kind = ATTENTION if train.attention_kernel == "flash" else ATTENTION_FA2
+        ops.append(Op("attention_core", kind, flops_L, io_L, flops_L, 1.0, recomputed_selective=True))
     else:
         # Unfused (Megatron 2021-22): full s x s scores via batched GEMMs, then fused scale-mask-softmax
         # and dropout on materialised scores (Korthikanti et al. 2022, Sec. 4.1: 5as^2b bytes stored).

@@ -7,7 +7,7 @@
   Equivalently ``time = F / (peak * gemm_max) + F_half / (peak * gemm_max)``: a fixed per-kernel
   cost (launch, prologue/epilogue, last partial wave) added to the streaming time.
 - The fused attention core: FLOPs at the kernel's measured fraction of the BF16 peak (forward and
-  backward differ), never faster than its HBM traffic allows.
+  backward differ; FlashAttention-2 has its own fractions), never faster than its HBM traffic allows.
 - Element-wise kernels: bytes at the achievable HBM bandwidth plus a fixed cost per kernel.
 """
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from emulator.cost.arrays import where
-from emulator.cost.ops import ATTENTION, GEMM, GEMM_BF16, MEMORY, Op
+from emulator.cost.ops import ATTENTION, ATTENTION_FA2, GEMM, GEMM_BF16, MEMORY, Op
 from emulator.spec.gpu import GpuSpec
 
 
@@ -47,12 +47,15 @@ def op_time(op: Op, gpu: GpuSpec, precision: str, xp: Any) -> OpTime:
         fwd = xp.maximum(compute_L, traffic_L)
         bwd = factor * fwd
         mem_bound = where(traffic_L > compute_L, fwd + bwd, 0.0, xp)
-    elif op.kind == ATTENTION:
+    elif op.kind in (ATTENTION, ATTENTION_FA2):
         peak = gpu.bf16_flops_per_s
-        compute_L = op.flops_L / (peak * eff.attention_fwd)
+        fa2 = op.kind == ATTENTION_FA2
+        eff_fwd = eff.attention_fa2_fwd if fa2 else eff.attention_fwd
+        eff_bwd = eff.attention_fa2_bwd if fa2 else eff.attention_bwd
+        compute_L = op.flops_L / (peak * eff_fwd)
         traffic_L = op.bytes_L / mem_bw
         fwd = xp.maximum(compute_L, traffic_L)
-        bwd = xp.maximum(factor * op.flops_L / (peak * eff.attention_bwd), factor * traffic_L)
+        bwd = xp.maximum(factor * op.flops_L / (peak * eff_bwd), factor * traffic_L)
         mem_bound = where(traffic_L > compute_L, fwd + bwd, 0.0, xp)
     else:
         assert op.kind == MEMORY, op.kind

@@ -26,6 +26,11 @@ class EfficiencySpec:
     """Fraction of the dense BF16 peak reached by the fused (Flash) attention forward kernel."""
     attention_bwd: float
     """Fraction of the dense BF16 peak reached by the fused attention backward kernel."""
+    attention_fa2_fwd: float
+    """Fraction of the dense BF16 peak reached by the FlashAttention-2 forward kernel (flash-attn 2.x, which
+    uses no Hopper- or Blackwell-specific instructions; ``train.attention_kernel=flash2``)."""
+    attention_fa2_bwd: float
+    """Fraction of the dense BF16 peak reached by the FlashAttention-2 backward kernel."""
     hbm: float
     """Fraction of the HBM bandwidth reached by streaming (memory-bound) kernels."""
     nvlink: float
@@ -34,7 +39,8 @@ class EfficiencySpec:
     """Fixed launch/synchronisation cost per memory-bound kernel."""
 
     def __post_init__(self) -> None:
-        for name in ("gemm_bf16", "attention_fwd", "attention_bwd", "hbm", "nvlink"):
+        for name in ("gemm_bf16", "attention_fwd", "attention_bwd", "attention_fa2_fwd", "attention_fa2_bwd", "hbm",
+                     "nvlink"):
             require_fraction(getattr(self, name), f"gpu.efficiency.{name}")
         require(0.0 <= self.gemm_fp8 <= 1.0, "gpu.efficiency.gemm_fp8", self.gemm_fp8, "must be in [0, 1]")
         require_positive(self.gemm_half_flops, "gpu.efficiency.gemm_half_gflop")

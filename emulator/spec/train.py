@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from emulator.spec.errors import require, require_non_negative, require_positive
 
 PRECISIONS = ("bf16", "fp8")
-ATTENTION_KERNELS = ("flash", "unfused")
+ATTENTION_KERNELS = ("flash", "flash2", "unfused")
 MOE_DISPATCHERS = ("alltoall", "flex")
 
 
@@ -23,7 +23,9 @@ class TrainSpec:
     dropout: float = 0.0
     """Hidden/attention dropout probability (GPT-3-era runs: 0.1; Llama-era: 0)."""
     attention_kernel: str = "flash"
-    """flash: fused attention (FlashAttention/cuDNN); unfused: materialised softmax (Megatron 2021-2022)."""
+    """flash: the stack's fused attention (cuDNN fused attention, FlashAttention-3 class kernels on Hopper);
+    flash2: the FlashAttention-2 package (Transformer Engine with NVTE_FUSED_ATTN=0 in 2024 NeMo recipes);
+    unfused: materialised softmax (Megatron 2021-2022)."""
     grad_reduce_bytes: int = 4
     """Bytes per gradient element in the data-parallel reduction (Megatron reduces fp32 main grads)."""
     memory_reserved_gb: float = 3.0

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from emulator import catalogue
-from emulator.cost.ops import ATTENTION, GEMM, GEMM_BF16, MEMORY, Op
+from emulator.cost.ops import ATTENTION, ATTENTION_FA2, GEMM, GEMM_BF16, MEMORY, Op, Tokens, attention_ops
 from emulator.cost.roofline import block_time, op_time
+from emulator.spec import ModelSpec, TrainSpec
+from tests.conftest import one_layout
 
 GPU = catalogue.gpu("h100")
 EFF = GPU.efficiency
@@ -98,3 +100,25 @@ def test_block_time_sums_ops_and_selective_part() -> None:
     assert float(blk.fwd_s_L[0]) == pytest.approx(sum(float(p.fwd_s_L[0]) for p in parts), rel=1e-12)
     assert float(blk.bwd_s_L[0]) == pytest.approx(sum(float(p.bwd_s_L[0]) for p in parts), rel=1e-12)
     assert float(blk.selective_s_L[0]) == pytest.approx(float(parts[1].fwd_s_L[0]), rel=1e-12)
+
+
+def test_flashattention2_core_runs_at_its_own_fractions() -> None:
+    """train.attention_kernel=flash2: the same FLOPs and bytes as the fused core, at attention_fa2_fwd/bwd of the
+    BF16 peak (FlashAttention-2: 35% on H100, Shah et al. 2024)."""
+    model = ModelSpec(name="m", num_layers=2, hidden_size=4096, num_heads=32, num_kv_heads=8, head_dim=128,
+                      ffn_hidden_size=8192, vocab_size=1000)
+    lay = one_layout(tp=1)
+    gpu = catalogue.gpu("h100")
+    cores = {}
+    for kernel in ("flash", "flash2"):
+        train = TrainSpec(seq_len=8192, global_batch=8, attention_kernel=kernel)
+        op = next(o for o in attention_ops(model, train, lay, Tokens.of(train, lay), np) if o.name == "attention_core")
+        cores[kernel] = (op, op_time(op, gpu, "bf16", np))
+    (f_op, f_t), (a_op, a_t) = cores["flash"], cores["flash2"]
+    assert (f_op.kind, a_op.kind) == (ATTENTION, ATTENTION_FA2)
+    assert float(a_op.flops_L[0]) == float(f_op.flops_L[0])
+    F = float(a_op.flops_L[0])
+    eff = gpu.efficiency
+    assert float(a_t.fwd_s_L[0]) == pytest.approx(F / (gpu.bf16_flops_per_s * eff.attention_fa2_fwd), rel=1e-12)
+    assert float(a_t.bwd_s_L[0]) == pytest.approx(2.5 * F / (gpu.bf16_flops_per_s * eff.attention_fa2_bwd), rel=1e-12)
+    assert float(a_t.fwd_s_L[0]) > float(f_t.fwd_s_L[0])
