@@ -275,9 +275,6 @@ DISAGREES = {
     "deepseek_v3_no_tp_h800": "model predicts ~91 GB > 80 GB: DeepSeek-V3's own memory savers (recomputed RMSNorm and "
     "MLA up-projections, FP8-cached activations, BF16 Adam moments, EMA on CPU) are not modelled; micro_batch not "
     "stated (taken as 1)",
-    "dgxc_llama31_405b_h100_min_576": "model predicts ~87 GB > 80 GB for TP8 PP9 CP2 VP7 (state ~44 GB with fp32 main "
-    "grads, activations ~38 GB with the interleaved 1+(p-1)/(pm) factor, + 3 GB reserved + 5% fragmentation); the "
-    "recipe ran on 576 H100-80GB",
 }
 
 
