@@ -59,6 +59,10 @@ MUTATIONS: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("train", "global_batch"): st.integers(-2, 70),
     ("train", "precision"): st.sampled_from(["fp16", "FP8"]),
     ("train", "attention_kernel"): st.sampled_from(["sdpa"]),
+    ("train", "moe_dispatcher"): st.sampled_from(["deepep", ""]),
+    ("train", "moe_comm_sms"): st.integers(-3, -1),
+    ("model", "router_groups"): st.integers(-1, 9),
+    ("model", "router_group_topk"): st.integers(-1, 9),
     ("train", "dropout"): st.sampled_from([1.0, -0.1, 0.5]),
 }
 MUTATION_KEYS = sorted(MUTATIONS)
@@ -97,12 +101,22 @@ def valid_configs(draw: st.DrawFn) -> dict[str, Any]:
         zero=draw(st.integers(0, 3)), recompute=draw(st.sampled_from(["none", "selective", "full"])),
         sequence_parallel=draw(st.booleans()), tp_comm_overlap=draw(st.booleans()),
         dp_comm_overlap=draw(st.booleans()), pp_comm_overlap=draw(st.booleans()),
+        ep_comm_overlap=draw(st.booleans()),
     )
+    if moe:
+        groups = draw(st.sampled_from([g for g in (1, 2, 4) if experts % g == 0]))
+        topk = draw(st.sampled_from([0, *range(1, groups + 1)]))
+        per_token = cfg["model"]["experts_per_token"]
+        if topk and per_token > topk * (experts // groups):
+            topk = 0
+        cfg["model"].update(router_groups=groups, router_group_topk=topk)
     cfg["cluster"].update(num_gpus=tp * pp * cp * dp, gpus_per_node=1, pools=[])
     cfg["train"].update(
         seq_len=2 * cp * draw(st.integers(16, 256)), global_batch=dp * mb * draw(st.integers(1, 8)),
-        precision=draw(st.sampled_from(["bf16", "fp8"])), attention_kernel=draw(st.sampled_from(["flash", "unfused"])),
-        dropout=draw(st.sampled_from([0.0, 0.1])),
+        precision=draw(st.sampled_from(["bf16", "fp8"])),
+        attention_kernel=draw(st.sampled_from(["flash", "flash2", "unfused"])),
+        dropout=draw(st.sampled_from([0.0, 0.1])), moe_dispatcher=draw(st.sampled_from(["alltoall", "flex"])),
+        moe_comm_sms=draw(st.sampled_from([0, 20, 200])),
     )
     return cfg
 
