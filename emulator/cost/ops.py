@@ -272,15 +272,19 @@ def moe_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tokens, x
     return ops
 
 
-def layer_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, xp: Any, moe: bool) -> list[Op]:
-    """All ops of one transformer layer (dense or MoE) in forward."""
+def layer_parts(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, xp: Any,
+                moe: bool) -> tuple[list[Op], list[Op]]:
+    """The ops of one transformer layer in forward, as its attention block and its MLP (or MoE) block."""
     tok = Tokens.of(train, lay)
-    ops = attention_ops(model, train, lay, tok, xp)
-    if moe:
-        ops.extend(moe_ops(model, train, lay, tok, xp))
-    else:
-        ops.extend(mlp_ops(model, train, lay, tok, model.dense_layer_ffn, xp))
-    return ops
+    attention = attention_ops(model, train, lay, tok, xp)
+    mlp = moe_ops(model, train, lay, tok, xp) if moe else mlp_ops(model, train, lay, tok, model.dense_layer_ffn, xp)
+    return attention, mlp
+
+
+def layer_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, xp: Any, moe: bool) -> list[Op]:
+    """All ops of one transformer layer (dense or MoE) in forward: attention block, then MLP block."""
+    attention, mlp = layer_parts(model, train, lay, xp, moe)
+    return attention + mlp
 
 
 def embedding_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, xp: Any) -> list[Op]:

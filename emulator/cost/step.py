@@ -47,9 +47,8 @@ from emulator.cost.ops import (
     GEMM,
     GEMM_BF16,
     Tokens,
-    attention_ops,
     embedding_ops,
-    layer_ops,
+    layer_parts,
     logits_ops,
 )
 from emulator.cost.roofline import BlockTime, block_time
@@ -124,9 +123,10 @@ def _gemm_window(block: BlockTime, names: tuple[str, ...]) -> Any:
 
 def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpec, fabric: Fabric, xp: Any,
                moe: bool) -> LayerTime:
-    ops = layer_ops(model, train, lay, xp, moe)
+    attention, mlp = layer_parts(model, train, lay, xp, moe)
+    ops = attention + mlp
     blk = block_time(ops, gpu, train.precision, xp)
-    n_attn = len(attention_ops(model, train, lay, Tokens.of(train, lay), xp))
+    n_attn = len(attention)
     tok = Tokens.of(train, lay)
     T_L, t_L, h = tok.T_L, lay.tp_L, float(model.hidden_size)
     one = xp.ones_like(t_L)
