@@ -7,6 +7,7 @@ layouts share the batch, and array-api-strict (the stand-in for CuPy: no bool ar
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import array_api_strict as xps
@@ -35,13 +36,14 @@ MOE_SPECS = [
     ParallelSpec(tp=2, pp=2, dp=16, ep=8),
     ParallelSpec(tp=1, pp=1, dp=64, ep=8, zero=2),
     ParallelSpec(tp=4, pp=2, dp=4, cp=2, ep=4, recompute="selective"),
+    ParallelSpec(tp=2, pp=2, vpp=2, dp=16, ep=8, etp=1, ep_comm_overlap=True),
 ]
 CASES = [("tiny", DENSE_SPECS), ("tiny_moe", MOE_SPECS)]
 TRAIN = TrainSpec(seq_len=1024, global_batch=256)
 
 
-def _results(model: ModelSpec, specs: list[ParallelSpec], xp: Any) -> dict[str, list[float]]:
-    res = nominal(model, TRAIN, sized_cluster(NUM_GPUS), LayoutBatch.from_specs(specs, xp), xp)
+def _results(model: ModelSpec, specs: list[ParallelSpec], xp: Any, train: TrainSpec = TRAIN) -> dict[str, list[float]]:
+    res = nominal(model, train, sized_cluster(NUM_GPUS), LayoutBatch.from_specs(specs, xp), xp)
     mem = res.by_gpu_type["h100"].memory
     out = {"step": [float(v) for v in res.step_time_s_L], "mfu": [float(v) for v in res.mfu_L],
            "memory": [float(v) for v in mem.total_L], "activations": [float(v) for v in mem.activations_L]}
@@ -145,6 +147,17 @@ def test_nominal_agrees_across_backends(model_name: str, specs: list[ParallelSpe
         assert got[key] == pytest.approx(ref[key], rel=1e-12), key
 
 
+def test_flex_dispatch_agrees_across_backends() -> None:
+    """The node-deduplicating dispatcher with group-limited routing (emulator/cost/routing.py) and the all-to-all
+    overlap under array-api-strict give NumPy's numbers."""
+    model = dataclasses.replace(catalogue.model("tiny_moe"), router_groups=2, router_group_topk=1)
+    train = dataclasses.replace(TRAIN, moe_dispatcher="flex")
+    ref = _results(model, MOE_SPECS, np, train)
+    got = _results(model, MOE_SPECS, xps, train)
+    for key in ref:
+        assert got[key] == pytest.approx(ref[key], rel=1e-12), key
+
+
 def _random_layouts(n: int, xp: Any, seed: int = 3) -> LayoutBatch:
     """``n`` layouts of 64 GPUs with repeated shapes (more than MIN_BATCH, so the shape dedupe is on)."""
     rng = np.random.default_rng(seed)
@@ -154,7 +167,8 @@ def _random_layouts(n: int, xp: Any, seed: int = 3) -> LayoutBatch:
     cols = {"tp_L": tp, "pp_L": pp, "cp_L": cp, "dp_L": dp, "ep_L": ep,
             "vpp_L": np.where(pp > 1, rng.choice([1, 2], n), 1), "mb_L": rng.choice([1, 2], n),
             "zero_L": rng.choice([0, 1, 2, 3], n), "recompute_L": rng.choice([0, 1, 2], n),
-            **{name: rng.choice([0, 1], n) for name in ("sp_L", "tp_overlap_L", "dp_overlap_L", "pp_overlap_L")}}
+            **{name: rng.choice([0, 1], n) for name in ("sp_L", "tp_overlap_L", "dp_overlap_L", "pp_overlap_L",
+                                                       "ep_overlap_L")}}
     return LayoutBatch.from_columns(xp, **{k: xp.asarray(v.astype(np.float64)) for k, v in cols.items()})
 
 
