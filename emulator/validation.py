@@ -33,6 +33,8 @@ from emulator.config.build import (
 )
 from emulator.cost.flops import model_flops_per_token
 from emulator.cost.layout import LayoutBatch
+from emulator.cost.ops import layer_ops
+from emulator.cost.roofline import block_time
 from emulator.cost.step import nominal
 from emulator.paths import validation_dir
 from emulator.spec import GpuSpec, ModelSpec, TrainSpec
@@ -139,6 +141,36 @@ def unstated_errors(row: dict[str, Any]) -> list[tuple[str, Any, float, bool]]:
             res = nominal(model, train, cluster, lay, np)
             fits = all(bool(st.memory.fits_L[0]) for st in res.by_gpu_type.values())
             out.append((key, value, float(res.step_time_s_L[0]) / published_step_s(alt, model, train) - 1.0, fits))
+    return out
+
+
+@dataclass(frozen=True)
+class OpRow:
+    """One op of one layer kind of a row's job, per GPU and micro-batch (for ``validate.py --row``)."""
+
+    layer: str
+    """``dense`` or ``moe``."""
+    name: str
+    kind: str
+    fwd_s: float
+    bwd_s: float
+    flops: float
+    kernels: float
+
+
+def op_table(row: dict[str, Any]) -> list[OpRow]:
+    """The per-op roofline times of the row's layer kinds on its GPU: where a layer's time goes."""
+    model, train, cluster, lay = build_row(row)
+    gpu = cluster.pools[0].gpu
+    kinds = ([("dense", False)] if not model.is_moe or model.num_dense_layers > 0 else []) + (
+        [("moe", True)] if model.is_moe else [])
+    out = []
+    for label, moe in kinds:
+        ops = layer_ops(model, train, lay, np, moe)
+        for op, t in zip(ops, block_time(ops, gpu, train.precision, np).by_op, strict=True):
+            flops = float(np.asarray(op.flops_L).reshape(-1)[0])
+            kernels = float(np.asarray(op.kernels).reshape(-1)[0])
+            out.append(OpRow(label, op.name, op.kind, float(t.fwd_s_L[0]), float(t.bwd_s_L[0]), flops, kernels))
     return out
 
 

@@ -3,14 +3,23 @@
 The summaries count every row but the excluded ones (a publisher-acknowledged regression), which
 are printed with their error and their reason at the end.
 
-Usage: python scripts/validate.py [--breakdown] [--markdown]
+Usage: python scripts/validate.py [--breakdown] [--markdown] [--row ID]
 """
 
 from __future__ import annotations
 
 import argparse
 
-from emulator.validation import RowResult, counted, evaluate_all, load_rows, summary, unstated_errors
+from emulator.validation import (
+    RowResult,
+    counted,
+    evaluate,
+    evaluate_all,
+    load_rows,
+    op_table,
+    summary,
+    unstated_errors,
+)
 
 
 def groups(results: list[RowResult]) -> dict[str, list[RowResult]]:
@@ -26,11 +35,36 @@ def groups(results: list[RowResult]) -> dict[str, list[RowResult]]:
     return out
 
 
+def print_row(row_id: str) -> None:
+    rows = {r["id"]: r for r in load_rows()}
+    if row_id not in rows:
+        raise SystemExit(f"validate.py: error: --row={row_id}: no such row (ids: python scripts/validate.py)")
+    row = rows[row_id]
+    r = evaluate(row)
+    print(f"{r.id}: {r.gpu} {r.precision} {'moe' if r.moe else 'dense'}, published {r.metric} {r.published_value:g} "
+          f"= {r.published_step_s:.3f} s/step, predicted {r.predicted_step_s:.3f} s/step, error {r.error:+.1%}"
+          + (f" (excluded: {r.excluded})" if r.excluded else ""))
+    print("step breakdown, s: " + ", ".join(f"{k}={v:.3f}" for k, v in r.breakdown_s.items() if v > 0))
+    table = op_table(row)
+    for layer in dict.fromkeys(o.layer for o in table):
+        ops = [o for o in table if o.layer == layer]
+        total = sum(o.fwd_s + o.bwd_s for o in ops)
+        print(f"\n{layer} layer, one micro-batch on one GPU: {total * 1e3:.3f} ms forward + backward")
+        print(f"  {'op':22s} {'kind':13s} {'kernels':>7s} {'GFLOP':>9s} {'fwd ms':>8s} {'bwd ms':>8s} {'share':>6s}")
+        for o in ops:
+            print(f"  {o.name:22s} {o.kind:13s} {o.kernels:7.0f} {o.flops / 1e9:9.2f} {o.fwd_s * 1e3:8.3f} "
+                  f"{o.bwd_s * 1e3:8.3f} {(o.fwd_s + o.bwd_s) / total:6.1%}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--breakdown", action="store_true", help="also print the predicted step breakdown")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table (for the README)")
+    ap.add_argument("--row", metavar="ID", help="one row: its error, step breakdown and per-op layer times")
     args = ap.parse_args()
+    if args.row:
+        print_row(args.row)
+        return
     results = evaluate_all()
     if args.markdown:
         print("| row | GPU | precision | kind | published | published step s | predicted step s | error |")

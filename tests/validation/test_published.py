@@ -10,10 +10,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from emulator.cost.collectives import Fabric
+from emulator.cost.step import layer_time
 from emulator.spec.parallel import ParallelSpec
-from emulator.validation import RowResult, counted, evaluate_all, load_rows, summary, unstated_errors
+from emulator.validation import (
+    RowResult,
+    build_row,
+    counted,
+    evaluate_all,
+    load_rows,
+    op_table,
+    summary,
+    unstated_errors,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,3 +131,20 @@ def test_unstated_values_start_with_the_rows_own_assumption() -> None:
     alts = unstated_errors(next(r for r in rows if r["id"] == "megatron_h100_weak_32B"))
     assert [v for _, v, _, _ in alts] == [1, 2, 4]
     assert alts[0][2] == pytest.approx({r.id: r for r in evaluate_all(rows)}["megatron_h100_weak_32B"].error)
+
+
+def test_row_view_adds_up_to_the_layer_time() -> None:
+    """validate.py --row: the per-op table of a layer sums to the cost model's layer time (forward + backward)."""
+    row = next(r for r in load_rows() if r["id"] == "mbridge2509_h100_qwen3_30b_a3b_tokendrop_16")
+    table = op_table(row)
+    assert {o.layer for o in table} == {"moe"}
+    model, train, cluster, lay = build_row(row)
+    gpu = cluster.pools[0].gpu
+    lt = layer_time(model, train, lay, gpu, Fabric.of(cluster, gpu), np, True)
+    assert sum(o.fwd_s + o.bwd_s for o in table) == pytest.approx(float(lt.fwd_s_L[0] + lt.bwd_s_L[0]), rel=1e-12)
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "validate.py"), "--row", row["id"]],
+                          capture_output=True, text=True, check=True, timeout=120)
+    assert "expert_fc1" in proc.stdout and "error" in proc.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "validate.py"), "--row", "no_such_row"],  # noqa: PLW1510
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "--row=no_such_row" in bad.stderr
