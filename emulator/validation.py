@@ -31,10 +31,12 @@ from emulator.config.build import (
     parallel_from_dict,
     train_from_dict,
 )
+from emulator.cost.collectives import Fabric
 from emulator.cost.flops import model_flops_per_token
 from emulator.cost.layout import LayoutBatch
-from emulator.cost.ops import layer_ops
+from emulator.cost.ops import ACT_BYTES, layer_ops
 from emulator.cost.roofline import block_time
+from emulator.cost.routing import remote_nodes_per_token
 from emulator.cost.step import nominal
 from emulator.paths import validation_dir
 from emulator.spec import GpuSpec, ModelSpec, TrainSpec
@@ -186,3 +188,49 @@ def counted(results: list[RowResult]) -> list[RowResult]:
 def summary(results: list[RowResult]) -> dict[str, float]:
     errs = np.abs(np.asarray([r.error for r in results]))
     return {"rows": float(len(results)), "mean_abs_error": float(errs.mean()), "max_abs_error": float(errs.max())}
+
+
+@dataclass(frozen=True)
+class DispatchRow:
+    """One published expert-parallel dispatch/combine latency against the cost model's."""
+
+    gpu: str
+    dispatcher: str
+    ep: int
+    measured_s: float
+    """Mean of the published dispatch and combine latencies."""
+    predicted_s: float
+
+    @property
+    def ratio(self) -> float:
+        return self.predicted_s / self.measured_s
+
+
+def ep_dispatch_rows() -> list[DispatchRow]:
+    """Every row of ``validation/ep_dispatch.yaml`` with the model's latency for one direction.
+
+    ``alltoall``: :meth:`Fabric.all_to_all_s` of the ``T k h`` BF16 bytes a rank sends; ``flex``:
+    :meth:`Fabric.node_dedup_all_to_all_s` of its ``T h`` token bytes with the expected other nodes and
+    ranks a token reaches (:func:`emulator.cost.routing.remote_nodes_per_token`), expert-parallel ranks
+    consecutive (stride 1), as in ``emulator.cost.step``."""
+    with open(validation_dir() / "ep_dispatch.yaml", encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    setup = data["setup"]
+    model = catalogue.model(setup["model"])
+    token_bytes = ACT_BYTES * float(setup["tokens_per_rank"]) * float(setup["hidden"])
+    out = []
+    for gpu_name, dispatcher, ep, dispatch_us, combine_us in data["rows"]:
+        gpu = catalogue.gpu(gpu_name)
+        base = catalogue.raw("cluster", data["clusters"][gpu_name])
+        base.update(num_gpus=max(int(ep), int(base["gpus_per_node"])), pools=[])
+        base.pop("gpu", None)
+        fabric = Fabric.of(cluster_from_dict(base, gpu, catalogue.gpu), gpu)
+        n, one = np.asarray([float(ep)]), np.asarray([1.0])
+        if dispatcher == "flex":
+            nodes = n / fabric.members_per_domain(n, one, np)
+            t = fabric.node_dedup_all_to_all_s(np.asarray([token_bytes]), remote_nodes_per_token(model, nodes, np),
+                                               remote_nodes_per_token(model, n, np), n, one, np)
+        else:
+            t = fabric.all_to_all_s(np.asarray([token_bytes * float(setup["experts_per_token"])]), n, one, np)
+        out.append(DispatchRow(gpu_name, dispatcher, int(ep), (dispatch_us + combine_us) / 2.0 * 1e-6, float(t[0])))
+    return out

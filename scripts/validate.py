@@ -13,6 +13,7 @@ import argparse
 from emulator.validation import (
     RowResult,
     counted,
+    ep_dispatch_rows,
     evaluate,
     evaluate_all,
     load_rows,
@@ -103,6 +104,11 @@ def main() -> None:
             errs = [e for *_, e, fits in alts if fits]
             inside = bool(errs) and min(errs) <= 0.0 <= max(errs)
             print(f"  {row['id']:44s} {span}" + ("  (published value inside the fitting range)" if inside else ""))
+    print("\nexpert-parallel dispatch/combine latency, one direction (arXiv:2603.07685 Table 7; alltoall rows set the"
+          "\nall-to-all efficiencies, flex = HybridEP rows are out of sample):")
+    for d in ep_dispatch_rows():
+        print(f"  {d.gpu:6s} {d.dispatcher:8s} EP{d.ep:<3d} published {d.measured_s * 1e6:7.0f} us   "
+              f"predicted {d.predicted_s * 1e6:7.0f} us   {d.ratio - 1.0:+6.1%}")
     excluded = [r for r in results if r.excluded]
     if excluded:
         print(f"\nexcluded from the summaries ({len(excluded)} rows, printed above):")

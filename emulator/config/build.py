@@ -59,7 +59,7 @@ def _number(group: str, data: Mapping[str, Any], key: str) -> float:
 
 
 EFFICIENCY_KEYS = {"gemm_bf16", "gemm_fp8", "gemm_half_gflop", "attention_fwd", "attention_bwd", "attention_fa2_fwd",
-                   "attention_fa2_bwd", "hbm", "nvlink",
+                   "attention_fa2_bwd", "hbm", "nvlink", "nvlink_all_to_all",
                    "kernel_overhead_us"}
 GPU_KEYS = {"name", "sm_count", "bf16_tflops", "fp8_tflops", "hbm_gb", "hbm_tbps", "nvlink_gbps", "tdp_w", "idle_w",
             "source", "efficiency"}
@@ -80,6 +80,7 @@ def gpu_from_dict(data: Mapping[str, Any], group: str = "gpu") -> GpuSpec:
         attention_fa2_bwd=_number(e, eff, "attention_fa2_bwd"),
         hbm=_number(e, eff, "hbm"),
         nvlink=_number(e, eff, "nvlink"),
+        nvlink_all_to_all=_number(e, eff, "nvlink_all_to_all"),
         kernel_overhead_s=_number(e, eff, "kernel_overhead_us") * US,
     )
     return GpuSpec(
@@ -151,6 +152,7 @@ def run_from_dict(data: Mapping[str, Any]) -> RunSpec:
 
 
 CLUSTER_KEYS = {"name", "num_gpus", "gpus_per_node", "gpu", "pools", "nic_gbps", "nic_efficiency",
+                "nic_all_to_all_efficiency",
                 "scaleout_latency_us", "nvlink_domain", "nvlink_latency_us", "oversubscription", "source",
                 "speed_sigma", "jitter_sigma", "slow_node_fraction", "slow_node_slowdown", "placement",
                 "use_extra_memory"}
@@ -186,6 +188,7 @@ def cluster_from_dict(
         pools=pool_tuple,
         nic_bytes_per_s=_number(g, data, "nic_gbps") * GBIT,
         nic_efficiency=_number(g, data, "nic_efficiency"),
+        nic_all_to_all_efficiency=_number(g, data, "nic_all_to_all_efficiency"),
         scaleout_latency_s=_number(g, data, "scaleout_latency_us") * US,
         nvlink_domain=_integer(g, data, "nvlink_domain"),
         nvlink_latency_s=_number(g, data, "nvlink_latency_us") * US,

@@ -24,6 +24,7 @@ class EfficiencyConf:
     attention_fa2_bwd: float = MISSING
     hbm: float = MISSING
     nvlink: float = MISSING
+    nvlink_all_to_all: float = MISSING
     kernel_overhead_us: float = MISSING
 
 
@@ -86,6 +87,7 @@ class ClusterConf:
     pools: list[PoolConf] = field(default_factory=list)
     nic_gbps: float = MISSING
     nic_efficiency: float = MISSING
+    nic_all_to_all_efficiency: float = MISSING
     scaleout_latency_us: float = MISSING
     nvlink_domain: int = MISSING
     nvlink_latency_us: float = MISSING

@@ -17,12 +17,19 @@ latencies):
   logarithmic in the number of domains).
 - all-reduce = reduce-scatter + all-gather (twice the above).
 - all-to-all of ``M`` bytes sent per rank: ``M (k-1)/n`` bytes stay in the domain, ``M (n-k)/n``
-  cross it; the two tiers run concurrently: ``max(intra/B_nv, inter/B_net) + a``.
-- node-deduplicating dispatch (DeepEP / HybridEP) of ``M`` bytes of routed copies per rank whose
-  tokens (``M / k`` bytes) reach ``r`` other domains on average (:mod:`routing`): each token crosses
-  the network once per other domain, ``r M / k`` bytes, and fans out over NVLink in the destination
-  domain, ``M (k_d-1)/k_d`` bytes (``k_d`` group members per domain); both tiers run concurrently:
-  ``max(intra/B_nv, inter/B_net) + a``.
+  cross it; the two tiers run concurrently: ``max(intra/A_nv, inter/A_net) + a``. ``A_nv``,
+  ``A_net`` are the all-to-all bandwidths (``gpu.efficiency.nvlink_all_to_all``,
+  ``cluster.nic_all_to_all_efficiency``): every rank sends to every other at once, which reaches
+  less of the link than a ring (measured: 0.72 of NVLink 4, 0.63 of NVLink 5 on NVL72, 0.88 of a
+  400G NIC; NVIDIA's Megatron Core MoE report, arXiv:2603.07685, Table 7).
+- node-deduplicating dispatch (DeepEP / HybridEP) of tokens of ``t`` bytes per rank (one per
+  token), each reaching ``r`` other domains and ``q`` other ranks of the group on average
+  (:mod:`routing`): a token crosses the network once per other domain, ``r t`` bytes, and reaches
+  each destination rank once whatever the number of its experts there. Of the ``q n/(n-1)``
+  destination ranks (self included) a share ``(k_d-1)/k_d`` is another GPU of the domain it lands
+  in (``k_d`` group members per domain), so NVLink carries ``q n/(n-1) (k_d-1)/k_d t`` bytes; in
+  one domain (``k_d = n``) that is ``q t``. Both tiers run concurrently:
+  ``max(intra/A_nv, inter/A_net) + a``.
 - point-to-point of ``M`` bytes: ``M / B + a`` on the tier it crosses.
 """
 
@@ -45,6 +52,8 @@ class Fabric:
     net_bus_bytes_per_s: float
     net_alpha_s: float
     domain: float
+    nvlink_a2a_bytes_per_s: float
+    net_a2a_bytes_per_s: float
 
     @classmethod
     def of(cls, cluster: ClusterSpec, gpu: GpuSpec) -> Fabric:
@@ -54,6 +63,8 @@ class Fabric:
             net_bus_bytes_per_s=cluster.scaleout_bus_bytes_per_s,
             net_alpha_s=cluster.scaleout_latency_s,
             domain=float(cluster.nvlink_domain),
+            nvlink_a2a_bytes_per_s=gpu.nvlink_unidirectional_bytes_per_s * gpu.efficiency.nvlink_all_to_all,
+            net_a2a_bytes_per_s=cluster.scaleout_all_to_all_bytes_per_s,
         )
 
     def members_per_domain(self, n_L: Any, stride_L: Any, xp: Any) -> Any:
@@ -88,19 +99,20 @@ class Fabric:
     def all_to_all_s(self, bytes_L: Any, n_L: Any, stride_L: Any, xp: Any) -> Any:
         """All-to-all where each rank sends ``bytes_L`` in total (spread evenly over the group)."""
         k_L = self.members_per_domain(n_L, stride_L, xp)
-        intra = bytes_L * (k_L - 1.0) / n_L / self.nvlink_bus_bytes_per_s
-        inter = bytes_L * (n_L - k_L) / n_L / self.net_bus_bytes_per_s
+        intra = bytes_L * (k_L - 1.0) / n_L / self.nvlink_a2a_bytes_per_s
+        inter = bytes_L * (n_L - k_L) / n_L / self.net_a2a_bytes_per_s
         alpha = where(n_L > k_L, self.net_alpha_s, self.nvlink_alpha_s, xp)
         return where(n_L > 1.0, xp.maximum(intra, inter) + alpha, 0.0, xp)
 
-    def node_dedup_all_to_all_s(self, pair_bytes_L: Any, token_bytes_L: Any, remote_nodes_L: Any, n_L: Any,
+    def node_dedup_all_to_all_s(self, token_bytes_L: Any, remote_nodes_L: Any, remote_ranks_L: Any, n_L: Any,
                                 stride_L: Any, xp: Any) -> Any:
-        """Dispatch (or combine) through a node-deduplicating dispatcher: ``pair_bytes_L`` of routed
-        copies per rank, ``token_bytes_L`` of distinct tokens, each reaching ``remote_nodes_L`` other
-        domains."""
+        """Dispatch (or combine) through a node-deduplicating dispatcher: ``token_bytes_L`` of distinct
+        tokens per rank, each reaching ``remote_nodes_L`` other domains and ``remote_ranks_L`` other
+        ranks of the group (module docstring)."""
         k_L = self.members_per_domain(n_L, stride_L, xp)
-        intra = pair_bytes_L * (k_L - 1.0) / k_L / self.nvlink_bus_bytes_per_s
-        inter = token_bytes_L * remote_nodes_L / self.net_bus_bytes_per_s
+        ranks_L = remote_ranks_L * n_L / xp.maximum(n_L - 1.0, 1.0)
+        intra = token_bytes_L * ranks_L * (k_L - 1.0) / k_L / self.nvlink_a2a_bytes_per_s
+        inter = token_bytes_L * remote_nodes_L / self.net_a2a_bytes_per_s
         alpha = where(n_L > k_L, self.net_alpha_s, self.nvlink_alpha_s, xp)
         return where(n_L > 1.0, xp.maximum(intra, inter) + alpha, 0.0, xp)
 

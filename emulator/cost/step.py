@@ -167,10 +167,11 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
         a2a_bytes = token_bytes * float(model.experts_per_token)
         if train.moe_dispatcher == "flex":
             # One network copy per token and other node its experts are on (node-limited routing
-            # bounds them), then the NVLink fan-out: emulator.cost.routing.
+            # bounds them), one NVLink copy per other rank it reaches: emulator.cost.routing.
             nodes_L = lay.ep_L / fabric.members_per_domain(lay.ep_L, lay.etp_L, xp)
             remote_L = remote_nodes_per_token(model, nodes_L, xp)
-            ep_one = 2.0 * fabric.node_dedup_all_to_all_s(a2a_bytes, token_bytes, remote_L, lay.ep_L, lay.etp_L, xp)
+            ranks_L = remote_nodes_per_token(model, lay.ep_L, xp)  # every rank a "node" of E/ep experts
+            ep_one = 2.0 * fabric.node_dedup_all_to_all_s(token_bytes, remote_L, ranks_L, lay.ep_L, lay.etp_L, xp)
         else:
             ep_one = 2.0 * fabric.all_to_all_s(a2a_bytes, lay.ep_L, lay.etp_L, xp)
     else:

@@ -29,6 +29,9 @@ class ClusterSpec:
     """Scale-out NIC line rate per GPU, bytes/s."""
     nic_efficiency: float
     """Large-collective bus bandwidth as a fraction of the NIC line rate."""
+    nic_all_to_all_efficiency: float
+    """Per-GPU scale-out bandwidth of a large all-to-all (expert-parallel dispatch and combine) as a
+    fraction of the NIC line rate (many-to-many flows: below a ring's ``nic_efficiency``)."""
     scaleout_latency_s: float
     """Alpha (per step) of a collective over the scale-out fabric."""
     nvlink_domain: int
@@ -66,6 +69,7 @@ class ClusterSpec:
         require_positive(self.nvlink_domain, f"{p}.nvlink_domain")
         require_positive(self.nic_bytes_per_s, f"{p}.nic_gbps")
         require_fraction(self.nic_efficiency, f"{p}.nic_efficiency")
+        require_fraction(self.nic_all_to_all_efficiency, f"{p}.nic_all_to_all_efficiency")
         require_non_negative(self.scaleout_latency_s, f"{p}.scaleout_latency_us")
         require_non_negative(self.nvlink_latency_s, f"{p}.nvlink_latency_us")
         require(self.oversubscription >= 1.0, f"{p}.oversubscription", self.oversubscription, "must be >= 1")
@@ -101,3 +105,8 @@ class ClusterSpec:
     def scaleout_bus_bytes_per_s(self) -> float:
         """Achievable per-GPU scale-out bandwidth of a large collective."""
         return self.nic_bytes_per_s * self.nic_efficiency / self.oversubscription
+
+    @property
+    def scaleout_all_to_all_bytes_per_s(self) -> float:
+        """Achievable per-GPU scale-out send bandwidth of a large all-to-all."""
+        return self.nic_bytes_per_s * self.nic_all_to_all_efficiency / self.oversubscription

@@ -35,12 +35,16 @@ class EfficiencySpec:
     """Fraction of the HBM bandwidth reached by streaming (memory-bound) kernels."""
     nvlink: float
     """NCCL bus bandwidth of a large NVLink ring collective as a fraction of unidirectional NVLink bandwidth."""
+    nvlink_all_to_all: float
+    """Per-GPU send bandwidth of a large NVLink all-to-all (expert-parallel dispatch and combine) as a
+    fraction of unidirectional NVLink bandwidth: lower than a ring's, since every rank talks to every
+    other at once."""
     kernel_overhead_s: float
     """Fixed launch/synchronisation cost per memory-bound kernel."""
 
     def __post_init__(self) -> None:
         for name in ("gemm_bf16", "attention_fwd", "attention_bwd", "attention_fa2_fwd", "attention_fa2_bwd", "hbm",
-                     "nvlink"):
+                     "nvlink", "nvlink_all_to_all"):
             require_fraction(getattr(self, name), f"gpu.efficiency.{name}")
         require(0.0 <= self.gemm_fp8 <= 1.0, "gpu.efficiency.gemm_fp8", self.gemm_fp8, "must be in [0, 1]")
         require_positive(self.gemm_half_flops, "gpu.efficiency.gemm_half_gflop")

@@ -3,7 +3,8 @@
 A group of ``n`` ranks at stride ``st`` has ``k = clip(floor(D / st), 1, n)`` members per NVLink domain of
 ``D`` GPUs and spans ``m = n / k`` domains. Ring reduce-scatter: ``(k-1)/k M/B_nv + (k-1) a_nv`` inside a
 domain, plus ``(m-1)/m (M/k)/B_net + ceil(log2 m) a_net`` across domains; all-reduce is twice that;
-all-to-all ``max(M (k-1)/n / B_nv, M (n-k)/n / B_net) + a``; point-to-point ``M / B + a``.
+all-to-all ``max(M (k-1)/n / A_nv, M (n-k)/n / A_net) + a`` with its own (lower) all-to-all bandwidths
+``A``; point-to-point ``M / B + a``.
 
 A fabric with round numbers keeps the hand arithmetic readable.
 """
@@ -21,11 +22,12 @@ from tests.conftest import make_cluster
 
 B_NV, A_NV = 300e9, 3e-6  # NVLink bus bandwidth (B/s) and per-step latency (s)
 B_NET, A_NET = 40e9, 10e-6  # scale-out bus bandwidth and per-step latency
+A2A_NV, A2A_NET = 200e9, 30e9  # all-to-all bandwidths of the two tiers
 D = 8  # GPUs per NVLink domain
 M = 1e9  # bytes
 
 FABRIC = Fabric(nvlink_bus_bytes_per_s=B_NV, nvlink_alpha_s=A_NV, net_bus_bytes_per_s=B_NET, net_alpha_s=A_NET,
-                domain=float(D))
+                domain=float(D), nvlink_a2a_bytes_per_s=A2A_NV, net_a2a_bytes_per_s=A2A_NET)
 
 
 def arr(x: float) -> np.ndarray:
@@ -67,7 +69,7 @@ def test_reduce_scatter_inside_one_domain() -> None:
 
 def test_all_to_all_inside_one_domain() -> None:
     """n=k=8: 7/8 of the bytes go over NVLink, none over the network; NVLink latency."""
-    assert a2a(8, 1) == pytest.approx(M * 7 / 8 / B_NV + A_NV, rel=1e-12)
+    assert a2a(8, 1) == pytest.approx(M * 7 / 8 / A2A_NV + A_NV, rel=1e-12)
 
 
 def test_p2p_inside_a_domain() -> None:
@@ -86,7 +88,7 @@ def test_reduce_scatter_pure_scale_out() -> None:
 
 def test_all_to_all_pure_scale_out() -> None:
     """k=1: (n-1)/n of the bytes cross the network; network latency."""
-    assert a2a(8, 8) == pytest.approx(M * 7 / 8 / B_NET + A_NET, rel=1e-12)
+    assert a2a(8, 8) == pytest.approx(M * 7 / 8 / A2A_NET + A_NET, rel=1e-12)
 
 
 def test_p2p_across_domains() -> None:
@@ -109,8 +111,27 @@ def test_reduce_scatter_hierarchical() -> None:
 
 def test_all_to_all_hierarchical() -> None:
     """n=32, k=4: 3/32 of the bytes stay in the domain, 28/32 cross it; tiers concurrent; network latency."""
-    expected = max(M * 3 / 32 / B_NV, M * 28 / 32 / B_NET) + A_NET
+    expected = max(M * 3 / 32 / A2A_NV, M * 28 / 32 / A2A_NET) + A_NET
     assert a2a(32, 2) == pytest.approx(expected, rel=1e-12)
+
+
+def dedup(n: int, stride: int, remote_nodes: float, remote_ranks: float, token_bytes: float = M) -> float:
+    return float(FABRIC.node_dedup_all_to_all_s(arr(token_bytes), arr(remote_nodes), arr(remote_ranks), arr(n),
+                                                arr(stride), np)[0])
+
+
+def test_node_dedup_inside_one_domain_sends_one_copy_per_other_rank() -> None:
+    """n=k=8, a token reaching q=3 other ranks: 3 t bytes over NVLink (q n/(n-1) (k-1)/k t = q t), none over
+    the network."""
+    assert dedup(8, 1, 0.0, 3.0) == pytest.approx(3.0 * M / A2A_NV + A_NV, rel=1e-12)
+
+
+def test_node_dedup_across_domains() -> None:
+    """n=32 at stride 2 (k=4 per domain, 8 domains), r=2.5 other domains and q=6 other ranks per token:
+    network r t / A_net; NVLink q n/(n-1) (k-1)/k t / A_nv = 6 * 32/31 * 3/4 t / A_nv; the larger plus a_net."""
+    nv = 6.0 * 32.0 / 31.0 * 3.0 / 4.0 * M / A2A_NV
+    net = 2.5 * M / A2A_NET
+    assert dedup(32, 2, 2.5, 6.0) == pytest.approx(max(nv, net) + A_NET, rel=1e-12)
 
 
 def test_non_power_of_two_domain_count_rounds_latency_up() -> None:

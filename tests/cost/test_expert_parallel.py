@@ -106,8 +106,9 @@ def test_expert_tp_traffic_is_exposed_by_hand() -> None:
 
 def test_all_to_all_ranks_are_etp_apart() -> None:
     """tp=4, cp=2, ep=8 on 8-GPU nodes, M = 2 T k h / tp bytes sent per GPU (T = 2048 / cp = 1024):
-    etp=1: the 8 expert-parallel ranks are one node, 7/8 M / B_nv + a_nv per all-to-all;
-    etp=4: ranks 4 apart, 2 per node, so 6/8 of M crosses the scale-out fabric: 6/8 M / B_net + a_net.
+    etp=1: the 8 expert-parallel ranks are one node, 7/8 M / A_nv + a_nv per all-to-all;
+    etp=4: ranks 4 apart, 2 per node, so 6/8 of M crosses the scale-out fabric: 6/8 M / A_net + a_net
+    (A: the all-to-all bandwidths of the two tiers).
     Dispatch + combine: twice that per direction."""
     cluster = make_cluster(num_gpus=64)
     gpu = catalogue.gpu("h100")
@@ -119,10 +120,10 @@ def test_all_to_all_ranks_are_etp_apart() -> None:
         lay = one_layout(tp=4, cp=2, dp=8, ep=8, etp=etp)
         return float(layer_time(MOE, TRAIN, lay, gpu, fabric, np, True).ep_fwd_s_L[0])
 
-    assert ep_fwd(1) == pytest.approx(2 * (7 / 8 * m / fabric.nvlink_bus_bytes_per_s + fabric.nvlink_alpha_s),
+    assert ep_fwd(1) == pytest.approx(2 * (7 / 8 * m / fabric.nvlink_a2a_bytes_per_s + fabric.nvlink_alpha_s),
                                       rel=1e-12)
-    intra = 1 / 8 * m / fabric.nvlink_bus_bytes_per_s
-    inter = 6 / 8 * m / fabric.net_bus_bytes_per_s
+    intra = 1 / 8 * m / fabric.nvlink_a2a_bytes_per_s
+    inter = 6 / 8 * m / fabric.net_a2a_bytes_per_s
     assert ep_fwd(4) == pytest.approx(2 * (max(intra, inter) + fabric.net_alpha_s), rel=1e-12)
 
 

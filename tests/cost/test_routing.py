@@ -78,8 +78,9 @@ def test_matches_a_monte_carlo_of_the_stated_routing() -> None:
 
 def test_flex_dispatch_by_hand() -> None:
     """EP64 over 8 H100 nodes, etp 1, T = 4096 tokens: the flex dispatcher moves r T h bytes per rank over
-    the network (r from remote_nodes_per_token) and 7/8 of the T k h routed copies over NVLink, per
-    dispatch and per combine; the all-to-all moves 56/64 of T k h over the network."""
+    the network (r other nodes per token) and one copy per other rank reached, q 64/63 7/8 T h, over NVLink
+    (q other ranks per token; both from remote_nodes_per_token), per dispatch and per combine; the
+    all-to-all moves 56/64 of the T k h routed copies over the network."""
     model = _model(groups=8, group_topk=4)
     cluster = make_cluster(num_gpus=512)
     gpu = catalogue.gpu("h100")
@@ -87,17 +88,18 @@ def test_flex_dispatch_by_hand() -> None:
     lay = one_layout(tp=1, dp=512, ep=64, etp=1)
     tokens, h, k = 4096, 1024, 8
     r = _remote(model, 8)
+    q = _remote(model, 64)
 
     def ep_fwd(dispatcher: str) -> float:
         train = TrainSpec(seq_len=4096, global_batch=512, moe_dispatcher=dispatcher)
         return float(layer_time(model, train, lay, gpu, fabric, np, True).ep_fwd_s_L[0])
 
     token_bytes = 2 * tokens * h
-    intra = 7 / 8 * token_bytes * k / fabric.nvlink_bus_bytes_per_s
-    inter = r * token_bytes / fabric.net_bus_bytes_per_s
+    intra = q * 64 / 63 * 7 / 8 * token_bytes / fabric.nvlink_a2a_bytes_per_s
+    inter = r * token_bytes / fabric.net_a2a_bytes_per_s
     assert ep_fwd("flex") == pytest.approx(2 * (max(intra, inter) + fabric.net_alpha_s), rel=1e-12)
-    a2a_inter = 56 / 64 * token_bytes * k / fabric.net_bus_bytes_per_s
-    a2a_intra = 7 / 64 * token_bytes * k / fabric.nvlink_bus_bytes_per_s
+    a2a_inter = 56 / 64 * token_bytes * k / fabric.net_a2a_bytes_per_s
+    a2a_intra = 7 / 64 * token_bytes * k / fabric.nvlink_a2a_bytes_per_s
     assert ep_fwd("alltoall") == pytest.approx(2 * (max(a2a_intra, a2a_inter) + fabric.net_alpha_s), rel=1e-12)
     assert ep_fwd("flex") < 0.5 * ep_fwd("alltoall")
 
