@@ -89,7 +89,11 @@ def source_flops_per_step(formula: str, model: ModelSpec, train: TrainSpec) -> f
 def build_row(row: dict[str, Any], gpu: GpuSpec | None = None) -> tuple[ModelSpec, TrainSpec, Any, Any]:
     """Specs of a row: model, training, cluster and a one-layout batch (``gpu`` replaces the catalogue's)."""
     m = row["model"]
-    model = catalogue.model(m) if isinstance(m, str) else model_from_dict({"name": row["id"], **m})
+    if isinstance(m, str):
+        over = row.get("model_overrides") or {}
+        model = model_from_dict({**catalogue.raw("model", m), **over}) if over else catalogue.model(m)
+    else:
+        model = model_from_dict({"name": row["id"], **m})
     train = train_from_dict({k: v for k, v in row["train"].items()})
     par_data = dict(row["parallel"])
     ov = row.get("overlap", {})
