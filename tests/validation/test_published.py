@@ -43,10 +43,10 @@ def results(every_row: list[RowResult]) -> list[RowResult]:
 
 def test_exclusions_are_few_and_quote_the_publisher(every_row: list[RowResult]) -> None:
     """Only a figure its publisher calls a regression is left out of the summaries, with the quote and link:
-    today 3 of 147 rows (Megatron-Bridge issue #1998 for two Qwen3-30B rows, PR #1760 / issue #1705 for the
-    25.11 B200 Qwen3-235B row)."""
+    today 4 of 158 rows (Megatron-Bridge issue #1998, still open, for the dropless Qwen3-30B rows on H100 and B200
+    in 25.11 and on B200 in 26.02; PR #1760 / issue #1705 for the 25.11 B200 Qwen3-235B row)."""
     excluded = [r for r in every_row if r.excluded]
-    assert len(excluded) <= 3, [r.id for r in excluded]
+    assert len(excluded) <= 4, [r.id for r in excluded]
     for r in excluded:
         assert "regression" in r.excluded.lower() and "https://" in r.excluded, r.id
 
