@@ -150,3 +150,16 @@ def test_row_view_adds_up_to_the_layer_time() -> None:
     bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "validate.py"), "--row", "no_such_row"],  # noqa: PLW1510
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr and "--row=no_such_row" in bad.stderr
+
+
+def test_model_overrides_change_only_the_named_fields() -> None:
+    """A row may override catalogue model fields (the 25.11 GB200 DeepSeek-V3 rows run "w/o MTP"): the
+    overridden field changes, every other field is the catalogue's."""
+    rows = {r["id"]: r for r in load_rows()}
+    row = rows["mbridge2511_gb200_deepseekv3_fp8mx_256"]
+    assert row["model_overrides"] == {"mtp_layers": 0}
+    model = build_row(row)[0]
+    plain = build_row({k: v for k, v in row.items() if k != "model_overrides"})[0]
+    assert model.mtp_layers == 0 and plain.mtp_layers == 1
+    assert {k: v for k, v in vars(model).items() if k != "mtp_layers"} == \
+        {k: v for k, v in vars(plain).items() if k != "mtp_layers"}
