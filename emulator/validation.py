@@ -83,7 +83,34 @@ def source_flops_per_step(formula: str, model: ModelSpec, train: TrainSpec) -> f
         return 96.0 * B * s * L * h * h * (1.0 + s / (6.0 * h) + V / (16.0 * L * h))
     if formula == "korthikanti_2022_mfu":
         return 72.0 * B * L * s * h * h * (1.0 + s / (6.0 * h) + V / (12.0 * h * L))
+    if formula == "mbridge_2025":
+        return mbridge_flops_per_token(model, train.seq_len) * B * s
     raise ValueError(f"unknown flops_formula {formula!r}")
+
+
+def mbridge_flops_per_token(model: ModelSpec, seq_len: int) -> float:
+    """Training FLOPs per token as Megatron-Bridge counts them (``flop_utils.transformer_flops``),
+    for full-attention GQA/MHA models (MLA, MTP and sliding windows are not implemented here).
+
+    Every GEMM is counted 3 times (forward, input gradient, weight gradient) at 2 FLOPs per
+    multiply-add, i.e. 6 FLOPs per weight per token; recomputation is not counted. Per layer:
+    projections ``6 h (q + 2k) + 6 q h`` (``q = a d``, ``k = g d``), causal core attention
+    ``6 q s`` (the score and context matmuls, ``2 * 2 q s`` forward, halved for causality, times 3),
+    MLP ``6 h f G`` with ``G`` = 3 weight matrices when gated, else 2; MoE layers count
+    ``k_top`` routed experts plus the shared MLP; the logits add ``6 h V``. The router is not counted."""
+    if model.is_mla or model.mtp_layers or model.sliding_window:
+        raise ValueError(f"mbridge_2025 FLOP count is implemented for full-attention GQA models without MTP, "
+                         f"not {model.name!r}")
+    h, s, V = float(model.hidden_size), float(seq_len), float(model.vocab_size)
+    q = float(model.num_heads * model.head_dim)
+    k = float(model.num_kv_heads * model.head_dim)
+    G = float(model.mlp_matrices)
+    attention = 6.0 * (h * (q + 2.0 * k) + q * h + q * s)
+    dense_mlp = 6.0 * h * float(model.dense_layer_ffn) * G
+    moe_mlp = 6.0 * h * float(model.expert_ffn_hidden_size * model.experts_per_token + model.ffn_hidden_size) * G
+    n_moe = float(model.num_moe_layers)
+    n_dense = float(model.num_layers) - n_moe
+    return (float(model.num_layers) * attention + n_dense * dense_mlp + n_moe * moe_mlp + 6.0 * h * V)
 
 
 def build_row(row: dict[str, Any], gpu: GpuSpec | None = None) -> tuple[ModelSpec, TrainSpec, Any, Any]:
