@@ -62,7 +62,7 @@ EFFICIENCY_KEYS = {"gemm_bf16", "gemm_fp8", "gemm_half_gflop", "attention_fwd", 
                    "attention_fa2_bwd", "hbm", "nvlink", "nvlink_all_to_all",
                    "kernel_overhead_us"}
 GPU_KEYS = {"name", "sm_count", "bf16_tflops", "fp8_tflops", "hbm_gb", "hbm_tbps", "nvlink_gbps", "tdp_w", "idle_w",
-            "source", "efficiency"}
+            "host_cpu", "host_launch_us", "source", "efficiency"}
 
 
 def gpu_from_dict(data: Mapping[str, Any], group: str = "gpu") -> GpuSpec:
@@ -93,6 +93,8 @@ def gpu_from_dict(data: Mapping[str, Any], group: str = "gpu") -> GpuSpec:
         tdp_w=_number(group, data, "tdp_w"),
         idle_w=_number(group, data, "idle_w"),
         sm_count=int(_number(group, data, "sm_count")),
+        host_cpu=str(data.get("host_cpu", "")),
+        host_launch_s=_number(group, data, "host_launch_us") * US,
         efficiency=efficiency,
         source=str(data.get("source", "")),
     )

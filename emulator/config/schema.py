@@ -39,6 +39,8 @@ class GpuConf:
     tdp_w: float = MISSING
     idle_w: float = MISSING
     sm_count: int = MISSING
+    host_cpu: str = MISSING
+    host_launch_us: float = MISSING
     efficiency: EfficiencyConf = field(default_factory=EfficiencyConf)
     source: str = ""
 
@@ -131,7 +133,7 @@ class TrainConf:
     grad_reduce_bytes: int = 4
     memory_reserved_gb: float = 3.0
     fragmentation: float = 0.05
-    host_launch_us: float = 15.0
+    cuda_graph_scope: list[str] = field(default_factory=list)
     moe_host_sync: bool = True
     moe_dispatcher: str = "alltoall"
     moe_comm_sms: int = 20

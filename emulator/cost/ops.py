@@ -14,7 +14,7 @@ FlashAttention-2 Sec. 3.1); element-wise kernels read and write about twice the 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from emulator.cost.layout import LayoutBatch
@@ -32,10 +32,13 @@ FP8_TRANSPOSE_BYTES_PER_ELEMENT = 2.0
 ROUTER_KERNELS = 12.0
 """Router launches: logits GEMM aside, softmax, top-k, routing-map scatter and the load-balancing
 loss terms (an estimate from Megatron-Core's TopKRouter code path)."""
-DISPATCH_KERNELS = 16.0
-"""Token dispatch launches: sort/argsort, bincount and cumsum of tokens per expert, the split-size
-exchange, index-select permute and the weighted scatter-add un-permute (an estimate from
-Megatron-Core's alltoall dispatcher code path)."""
+PREPROCESS_KERNELS = 8.0
+"""Dispatcher preprocessing launches: bincount and cumsum of tokens per expert, the split-size
+exchange and the copy of the counts to the host (an estimate from Megatron-Core's alltoall dispatcher
+code path; its ``moe_preprocess`` CUDA-graph scope)."""
+PERMUTE_KERNELS = 8.0
+"""Token permutation launches: sort/argsort, index-select permute and the weighted scatter-add
+un-permute (an estimate from the same code path)."""
 
 GEMM = "gemm"
 """A GEMM in the run's precision (FP8 under fp8 training)."""
@@ -67,6 +70,9 @@ class Op:
     """True for the ops that selective recomputation runs again in backward (the attention core)."""
     bwd_factor: float = 0.0
     """Backward work / forward work; 0 takes the kind's default (:data:`BACKWARD_FACTOR`)."""
+    graph_scope: str = ""
+    """The ``train.cuda_graph_scope`` entry that captures this op (``attn``, ``mlp``, ``moe_router``,
+    ``moe_preprocess``); empty: only a full-iteration graph does."""
 
     @property
     def backward_factor(self) -> float:
@@ -100,6 +106,11 @@ def _memory(name: str, bytes_L: Any, kernels: float, xp: Any, like: Any, recompu
             bwd: float = 0.0) -> Op:
     zero_L = xp.zeros_like(like)
     return Op(name, MEMORY, zero_L, bytes_L, zero_L, kernels=kernels, recomputed_selective=recomputed, bwd_factor=bwd)
+
+
+def in_scope(ops: list[Op], scope: str) -> list[Op]:
+    """The same ops, each marked as captured by the CUDA-graph scope ``scope``."""
+    return [replace(op, graph_scope=scope) for op in ops]
 
 
 NORM_BWD = 1.5
@@ -182,7 +193,7 @@ def attention_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tok
     ops.append(_residual("attn_residual", train, Tn_L, h, xp))
     if train.precision == "fp8":
         ops.append(_fp8_casts("attn_fp8_cast", T_L, [h, out_in / t_L], [qkv_width_L, h], xp))
-    return ops
+    return in_scope(ops, "attn")
 
 
 def _residual(name: str, train: TrainSpec, Tn_L: Any, h: float, xp: Any) -> Op:
@@ -224,7 +235,7 @@ def mlp_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tokens, f
         ops.append(_residual("mlp_residual", train, Tn_L, h, xp))
     if train.precision == "fp8":
         ops.append(_fp8_casts(f"{prefix}_fp8_cast", T_L, [h, f / t_L], [g * f / t_L, h], xp))
-    return ops
+    return in_scope(ops, "mlp") if with_norm else ops
 
 
 def moe_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tokens, xp: Any) -> list[Op]:
@@ -246,12 +257,17 @@ def moe_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tokens, x
     ops.append(_gemm("router", 2.0 * Tn_L * h * E, Tn_L, h, E, kind=GEMM_BF16))
     # softmax + top-k over E logits in fp32: read, write probabilities, write indices.
     ops.append(_memory("router_topk", 3.0 * FP32_BYTES * Tn_L * E, ROUTER_KERNELS, xp, T_L))
+    ops = in_scope(ops, "moe_router")
+    # Tokens per expert (Tn E int32 routing map read, E counts written); then, under moe_host_sync, the
+    # counts go to the host (the sync of emulator.cost.host sits at the end of this op).
+    ops.append(replace(_memory("moe_preprocess", FP32_BYTES * Tn_L * E, PREPROCESS_KERNELS, xp, T_L),
+                       graph_scope="moe_preprocess"))
     sent_L = T_L * k / t_L  # token-expert pairs this GPU routes
     routed_L = sent_L * e_L  # token-expert pairs this GPU computes
     width_L = fe / e_L  # expert slice
     local_experts_L = E / lay.ep_L
     # permute (gather rows) and un-permute (weighted scatter-add) of the routed pairs: each reads and writes.
-    ops.append(_memory("moe_permute", 4.0 * ACT_BYTES * sent_L * h, DISPATCH_KERNELS, xp, T_L))
+    ops.append(_memory("moe_permute", 4.0 * ACT_BYTES * sent_L * h, PERMUTE_KERNELS, xp, T_L))
     fc1_L = 2.0 * routed_L * h * g * width_L
     fc2_L = 2.0 * routed_L * width_L * h
     ops.append(Op("expert_fc1", GEMM, fc1_L,

@@ -40,6 +40,7 @@ from typing import Any
 from emulator.cost.arrays import as_float, where
 from emulator.cost.collectives import Fabric
 from emulator.cost.flops import model_flops_per_token, recompute_flops_per_token
+from emulator.cost.host import layer_host_idle_s
 from emulator.cost.layout import LayoutBatch
 from emulator.cost.memory import MemoryBreakdown, expert_replicas, memory_per_gpu, stage_params
 from emulator.cost.ops import (
@@ -67,8 +68,6 @@ ADAM_BYTES_PER_SHARDED_PARAM = 30.0
 weight (2 B)."""
 GRAD_PASS_BYTES_PER_PARAM = 8.0
 """Gradient-norm read and gradient-buffer zeroing over the unsharded main-grad buffer (4 B + 4 B)."""
-HOST_BWD_LAUNCH_FACTOR = 2.0
-"""Autograd launches about two kernels per forward kernel (data and weight gradients)."""
 DDP_BUCKET_PARAMS = 4e7
 """Megatron-Core DistributedDataParallelConfig: bucket_size = max(40,000,000, 1,000,000 * dp)."""
 
@@ -89,7 +88,7 @@ class LayerTime:
     memory_bound_s_L: Any
     """Forward + backward seconds in memory-bound ops (HBM bandwidth sets them)."""
     host_idle_s_L: Any
-    """GPU idle time per micro-batch waiting for the host to launch kernels (host-synchronised MoE layers)."""
+    """GPU idle time per micro-batch waiting for the host to launch kernels (:mod:`emulator.cost.host`)."""
     ep_paired_s_L: Any
     """Exposed all-to-all of a forward and a backward merged under ``ep_comm_overlap`` (:func:`_ep_paired`)."""
 
@@ -176,15 +175,9 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
             ep_one = 2.0 * fabric.all_to_all_s(a2a_bytes, lay.ep_L, lay.etp_L, xp)
     else:
         ep_one = xp.zeros_like(t_L)
-    idle = xp.zeros_like(t_L)
-    if moe and train.moe_host_sync:
-        # The host cannot run ahead past the per-layer sync: each pass takes at least its launch time.
-        launches = sum(op.kernels for op in ops)
-        host_fwd = launches * train.host_launch_us * 1e-6
-        host_bwd = HOST_BWD_LAUNCH_FACTOR * host_fwd
-        gpu_fwd = blk.fwd_s_L + tp_fwd + cp_fwd + ep_one
-        gpu_bwd = blk.bwd_s_L + recompute_L + tp_bwd + cp_bwd + ep_one
-        idle = xp.maximum(host_fwd - gpu_fwd, 0.0) + xp.maximum(host_bwd - gpu_bwd, 0.0)
+    full_L = as_float(lay.recompute_L == 2.0, xp)
+    idle = layer_host_idle_s(ops, [t.fwd_s_L for t in blk.by_op], tp_fwd + cp_fwd,
+                             blk.bwd_s_L + recompute_L + tp_bwd + cp_bwd + ep_one, ep_one, full_L, gpu, train, moe, xp)
     mem_bound = blk.memory_bound_s_L * (1.0 + where(lay.recompute_L == 2.0, 1.0 / 3.0, 0.0, xp))
     comm_share = min(float(train.moe_comm_sms) / float(gpu.sm_count), 1.0)
     paired = _ep_paired(blk, n_attn, recompute_L, ep_one, comm_share, xp) if moe else xp.zeros_like(t_L)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from emulator.spec.errors import require, require_fraction, require_non_negative, require_positive
 
+HOST_CPUS = ("x86", "grace")
+
 
 @dataclass(frozen=True, kw_only=True)
 class EfficiencySpec:
@@ -70,6 +72,11 @@ class GpuSpec:
     idle_w: float
     sm_count: int
     """Streaming multiprocessors: what overlapped communication kernels take their share of."""
+    host_cpu: str
+    """The CPU that launches this GPU's kernels: ``x86`` (HGX/DGX servers) or ``grace`` (GB200/GH200 superchips)."""
+    host_launch_s: float
+    """Host time to issue one kernel from eager PyTorch on that CPU (Python, autograd and ATen dispatch,
+    cudaLaunchKernel), seconds: what a host-bound layer pays per kernel (:mod:`emulator.cost.host`)."""
     efficiency: EfficiencySpec
     source: str = ""
 
@@ -83,6 +90,9 @@ class GpuSpec:
         require_positive(self.tdp_w, f"{prefix}.tdp_w")
         require_non_negative(self.idle_w, f"{prefix}.idle_w")
         require_positive(self.sm_count, f"{prefix}.sm_count")
+        require(self.host_cpu in HOST_CPUS, f"{prefix}.host_cpu", self.host_cpu,
+                f"must be one of {', '.join(HOST_CPUS)}")
+        require_non_negative(self.host_launch_s, f"{prefix}.host_launch_us")
         require(self.idle_w < self.tdp_w, f"{prefix}.idle_w", self.idle_w, f"must be below tdp_w={self.tdp_w}")
 
     @property

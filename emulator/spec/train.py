@@ -9,6 +9,7 @@ from emulator.spec.errors import require, require_non_negative, require_positive
 PRECISIONS = ("bf16", "fp8")
 ATTENTION_KERNELS = ("flash", "flash2", "unfused")
 MOE_DISPATCHERS = ("alltoall", "flex")
+CUDA_GRAPH_SCOPES = ("attn", "mlp", "moe_router", "moe_preprocess", "full_iteration")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,14 +33,17 @@ class TrainSpec:
     """Per-GPU memory outside the model state and activations (CUDA context, NCCL and cuBLAS workspaces)."""
     fragmentation: float = 0.05
     """Allocator fragmentation allowance, as a fraction of activations and buffers."""
-    host_launch_us: float = 15.0
-    """Host (CPU) time to issue one kernel from an eager PyTorch stack: ~5-25 us per op through the
-    Python, autograd and ATen dispatch layers and cudaLaunchKernel (jiahuanglin.xyz, 'From PyTorch op
-    to kernel launch'). Matters only where the host cannot run ahead of the GPU (``moe_host_sync``)."""
+    cuda_graph_scope: tuple[str, ...] = ()
+    """Parts of every layer replayed from CUDA graphs (Megatron-Core ``cuda_graph_scope``, captured by
+    Transformer Engine): ``attn`` (the attention block), ``mlp`` (a dense layer's MLP block), ``moe_router``
+    (pre-MLP norm and router), ``moe_preprocess`` (the dispatcher's token counting), or ``full_iteration``
+    (the whole step: no host launch cost at all). A captured part costs the host one graph launch instead
+    of one launch per kernel (:mod:`emulator.cost.host`). Empty: everything runs eagerly."""
     moe_host_sync: bool = True
     """Dropless MoE dispatch syncs host and device in every MoE layer (token counts per expert are
-    needed on the host: Megatron-Core's alltoall dispatcher, DeepEP high-throughput mode), so an MoE
-    layer takes at least the host time to launch its kernels."""
+    needed on the host before the dispatch all-to-all: Megatron-Core's alltoall dispatcher, DeepEP
+    high-throughput mode), so the host cannot run ahead of the GPU past that point
+    (:mod:`emulator.cost.host`). False: token dropping with static sizes, or sync-free dispatch."""
 
     moe_dispatcher: str = "alltoall"
     """How routed tokens reach their experts. alltoall: every (token, expert) pair travels on its own
@@ -67,7 +71,10 @@ class TrainSpec:
                 "must be 2 (bf16) or 4 (fp32)")
         require_non_negative(self.memory_reserved_gb, f"{p}.memory_reserved_gb")
         require(0.0 <= self.fragmentation < 1.0, f"{p}.fragmentation", self.fragmentation, "must be in [0, 1)")
-        require_non_negative(self.host_launch_us, f"{p}.host_launch_us")
+        object.__setattr__(self, "cuda_graph_scope", tuple(str(x) for x in self.cuda_graph_scope))
+        for scope in self.cuda_graph_scope:
+            require(scope in CUDA_GRAPH_SCOPES, f"{p}.cuda_graph_scope", scope,
+                    f"each entry must be one of {', '.join(CUDA_GRAPH_SCOPES)}")
         require_non_negative(self.moe_comm_sms, f"{p}.moe_comm_sms")
         require(self.moe_dispatcher in MOE_DISPATCHERS, f"{p}.moe_dispatcher", self.moe_dispatcher,
                 f"must be one of {', '.join(MOE_DISPATCHERS)}")

@@ -1,0 +1,131 @@
+"""Host (CPU) launch time and the GPU idle time it causes, per layer and micro-batch.
+
+An eager PyTorch stack issues every kernel from one host thread. Issuing costs ``c`` seconds per kernel
+(``gpu.host_launch_s``: Python, autograd and ATen dispatch and ``cudaLaunchKernel`` on that system's
+CPU; 13.5 us on DGX H100's Xeon, 37.1 us on GB200's Grace for the same PyTorch Linear forward,
+NVIDIA/TransformerEngine issue #2053). Kernels of a part captured in a CUDA graph
+(``train.cuda_graph_scope``) cost one graph launch for the whole captured run of ops; a
+``full_iteration`` graph costs nothing per layer.
+
+The GPU runs a kernel when both the kernel before it has finished and the host has issued it. Two
+regimes:
+
+- The host may run ahead (no sync in the layer; every backward): the queue absorbs any front-loaded
+  host work, so only the totals matter. A layer pass of GPU time ``G`` and host time ``H`` idles
+  ``max(H - G, 0)``.
+- The host waits for the GPU (``train.moe_host_sync``: the dropless dispatcher copies the tokens per
+  expert to the host before the dispatch all-to-all): at the sync the queue is empty, and the GPU can
+  only follow the host from there. With op ``i`` of ``k_i`` kernels taking ``g_i`` on the GPU and
+  ``H_<i`` the host time to issue the ops before it (counted from the sync), its kernels are issued at
+  ``H_<i + j c`` (``j = 1..k_i``); each of the ``k_i`` kernels takes ``g_i / k_i``, so it finishes at
+
+      ``F_i = max(F_{i-1} + g_i,  H_<i + c + g_i,  H_<i + k_i c + g_i / k_i)``
+
+  (a max-plus recurrence: the first term is the GPU queue, the second the op's first kernel, the third
+  its last one; the other kernels lie between when host and GPU rates are each constant over the op).
+  The forward pass from one sync to the next idles ``F_n - sum g_i``. The ops run in the order of the
+  layer, rotated to start just after the sync; the exposed dispatch and combine all-to-alls are GPU
+  time at their places with one host launch each.
+
+Backward issues about two kernels per forward kernel (:data:`HOST_BWD_LAUNCH_FACTOR`) and has no sync,
+so it idles ``max(H_bwd - G_bwd, 0)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from emulator.cost.ops import Op
+from emulator.spec.gpu import GpuSpec
+from emulator.spec.train import TrainSpec
+
+HOST_BWD_LAUNCH_FACTOR = 2.0
+"""Autograd launches about two kernels per forward kernel (data and weight gradients)."""
+SYNC_AFTER = "moe_preprocess"
+"""The op at whose end the dropless dispatcher's device-to-host copy of the tokens per expert waits."""
+
+
+@dataclass(frozen=True)
+class HostStep:
+    """One op's place in the host/GPU race: its GPU seconds and host launches."""
+
+    gpu_s_L: Any
+    launches: Any
+    """Host launches: a float, or an array over layouts (grouped expert GEMMs launch one kernel per local expert)."""
+
+
+def host_launches(ops: list[Op], train: TrainSpec) -> list[Any]:
+    """Host launches of each op in forward order: one per kernel; ops captured by a CUDA graph scope
+    count one graph launch for each run of consecutive ops of that scope (each scope is its own graph),
+    and none under ``full_iteration``."""
+    scopes = set(train.cuda_graph_scope)
+    if "full_iteration" in scopes:
+        return [0.0 for _ in ops]
+    out: list[Any] = []
+    previous = ""
+    for op in ops:
+        captured = op.graph_scope != "" and op.graph_scope in scopes
+        out.append((0.0 if previous == op.graph_scope else 1.0) if captured else op.kernels)
+        previous = op.graph_scope if captured else ""
+    return out
+
+
+def _ramp_finish(prev_finish_L: Any, issued_before_L: Any, step: HostStep, c: float, xp: Any) -> Any:
+    """``F_i`` of the recurrence in the module docstring."""
+    g, k = step.gpu_s_L, step.launches
+    if isinstance(k, float) and k == 0.0:
+        return prev_finish_L + g
+    first = issued_before_L + c + g
+    last = issued_before_L + k * c + g / k
+    return xp.maximum(xp.maximum(prev_finish_L + g, first), last)
+
+
+def synced_idle_s(steps: list[HostStep], c: float, xp: Any) -> Any:
+    """GPU idle seconds of a pass that starts at a host-device sync (empty queue, host at zero)."""
+    finish_L = xp.zeros_like(steps[0].gpu_s_L)
+    issued_L = xp.zeros_like(steps[0].gpu_s_L)
+    busy_L = xp.zeros_like(steps[0].gpu_s_L)
+    for step in steps:
+        finish_L = _ramp_finish(finish_L, issued_L, step, c, xp)
+        issued_L = issued_L + step.launches * c
+        busy_L = busy_L + step.gpu_s_L
+    return finish_L - busy_L
+
+
+def layer_host_idle_s(ops: list[Op], fwd_s_L: list[Any], gpu_fwd_extra_L: Any, gpu_bwd_L: Any, ep_one_L: Any,
+                      recompute_full_L: Any, gpu: GpuSpec, train: TrainSpec, moe: bool, xp: Any) -> Any:
+    """GPU idle seconds per micro-batch in one layer (forward + backward) waiting for the host.
+
+    ``fwd_s_L`` are the ops' forward seconds in layer order; ``gpu_fwd_extra_L`` the layer's other exposed
+    forward GPU time (TP and CP communication); ``gpu_bwd_L`` its whole backward (recomputation and
+    exposed communication included); ``ep_one_L`` the exposed dispatch + combine all-to-all of one
+    direction (0 for a dense layer); ``recompute_full_L`` 1 where full recomputation re-issues the forward
+    in backward. An MoE layer (``moe``) adds one launch per all-to-all and, under ``train.moe_host_sync``,
+    syncs."""
+    c = gpu.host_launch_s
+    launches = host_launches(ops, train)
+    comm_launch = 0.0 if "full_iteration" in train.cuda_graph_scope or not moe else 1.0
+    host_fwd = (sum(launches) + 2.0 * comm_launch) * c
+    host_bwd_L = HOST_BWD_LAUNCH_FACTOR * host_fwd + recompute_full_L * host_fwd
+    idle_bwd_L = xp.maximum(host_bwd_L - gpu_bwd_L, 0.0)
+    names = [op.name for op in ops]
+    if moe and train.moe_host_sync and SYNC_AFTER in names:
+        steps = [HostStep(t, n) for t, n in zip(fwd_s_L, launches, strict=True)]
+        half_L = ep_one_L / 2.0
+        at = names.index(SYNC_AFTER) + 1
+        # Rotate to start after the sync; the dispatch all-to-all follows the permutation and the combine
+        # follows the last expert GEMM.
+        order = steps[at:] + steps[:at]
+        names_r = names[at:] + names[:at]
+        seq: list[HostStep] = []
+        for name, step in zip(names_r, order, strict=True):
+            seq.append(step)
+            if name in ("moe_permute", "expert_fc2"):
+                seq.append(HostStep(half_L, comm_launch))
+        seq.append(HostStep(gpu_fwd_extra_L, 0.0))
+        idle_fwd_L = synced_idle_s(seq, c, xp)
+    else:
+        gpu_fwd_L = sum(fwd_s_L[1:], fwd_s_L[0]) + gpu_fwd_extra_L + ep_one_L
+        idle_fwd_L = xp.maximum(host_fwd - gpu_fwd_L, 0.0)
+    return idle_fwd_L + idle_bwd_L

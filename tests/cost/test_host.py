@@ -1,0 +1,124 @@
+"""The host (CPU) launch model of emulator.cost.host, recomputed by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from emulator import catalogue
+from emulator.cost.host import (
+    HOST_BWD_LAUNCH_FACTOR,
+    HostStep,
+    host_launches,
+    layer_host_idle_s,
+    synced_idle_s,
+)
+from emulator.cost.layout import LayoutBatch
+from emulator.cost.ops import layer_ops
+from emulator.cost.roofline import block_time
+from emulator.spec import ConfigError, ParallelSpec, TrainSpec
+
+US = 1e-6
+
+
+def _a(x: float) -> np.ndarray:
+    return np.array([x])
+
+
+def test_synced_pass_by_hand() -> None:
+    """c = 10 us. Op 1: two kernels of 2.5 us each; op 2: one kernel of 100 us. Kernel 1 is issued at 10 and
+    runs to 12.5, kernel 2 is issued at 20 and runs to 22.5, op 2 is issued at 30 and runs to 130: busy 105,
+    idle 25."""
+    steps = [HostStep(_a(5 * US), 2.0), HostStep(_a(100 * US), 1.0)]
+    idle = synced_idle_s(steps, 10 * US, np)
+    assert idle[0] == pytest.approx(25 * US)
+
+
+def test_synced_pass_gpu_bound_by_hand() -> None:
+    """c = 1 us, one 50 us kernel then ten 0.5 us kernels: the host issues the ten by 11 us while the first
+    kernel runs to 51 us; the only idle is the first launch, 1 us."""
+    steps = [HostStep(_a(50 * US), 1.0), HostStep(_a(5 * US), 10.0)]
+    assert synced_idle_s(steps, 1 * US, np)[0] == pytest.approx(1 * US)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.0, 1e-3), st.integers(0, 40)), min_size=1, max_size=12),
+       st.floats(1e-7, 1e-4))
+def test_synced_idle_is_at_least_the_aggregate_deficit(ops: list[tuple[float, int]], c: float) -> None:
+    """Starting from an empty queue the GPU cannot finish before the host has issued the last kernel, nor
+    before it has done its own work: idle >= max(H - G, 0), and >= 0."""
+    steps = [HostStep(_a(g), float(k)) for g, k in ops]
+    idle = synced_idle_s(steps, c, np)[0]
+    host = sum(k for _, k in ops) * c
+    gpu = sum(g for g, _ in ops)
+    assert idle >= max(host - gpu, 0.0) - 1e-12
+
+
+def _moe_case(**train_changes: object) -> tuple[list, TrainSpec, LayoutBatch]:
+    model = catalogue.model("qwen3_30b_a3b")
+    train = TrainSpec(seq_len=4096, global_batch=512, precision="fp8", **train_changes)  # type: ignore[arg-type]
+    lay = LayoutBatch.from_specs([ParallelSpec(tp=1, pp=1, dp=8, ep=8, etp=1, micro_batch=4)], np)
+    return layer_ops(model, train, lay, np, True), train, lay
+
+
+def test_graph_scopes_replace_kernel_launches_by_one_graph_launch() -> None:
+    ops, train, _ = _moe_case()
+    eager = host_launches(ops, train)
+    assert [float(np.asarray(n).max()) for n in eager] == [float(np.asarray(op.kernels).max()) for op in ops]
+    scoped = host_launches(ops, dataclasses.replace(train, cuda_graph_scope=("attn", "moe_router", "moe_preprocess")))
+    names = [op.name for op in ops]
+    # Three graphs, one launch each: the attention block, the router (mlp_norm, router, router_topk) and the
+    # dispatcher's preprocessing; everything else keeps its kernels.
+    captured = [i for i, op in enumerate(ops) if op.graph_scope in ("attn", "moe_router", "moe_preprocess")]
+    assert [float(scoped[i]) for i in captured].count(1.0) == 3
+    assert sum(float(scoped[i]) for i in captured) == 3.0
+    for i, op in enumerate(ops):
+        if i not in captured:
+            assert np.all(np.asarray(scoped[i]) == np.asarray(op.kernels)), names[i]
+    full = host_launches(ops, dataclasses.replace(train, cuda_graph_scope=("full_iteration",)))
+    assert all(n == 0.0 for n in full)
+
+
+def _layer_idle(gpu_name: str, **train_changes: object) -> float:
+    ops, train, _ = _moe_case(**train_changes)
+    gpu = catalogue.gpu(gpu_name)
+    blk = block_time(ops, gpu, train.precision, np)
+    zero = np.zeros(1)
+    idle = layer_host_idle_s(ops, [t.fwd_s_L for t in blk.by_op], zero, blk.bwd_s_L, zero, zero, gpu, train, True,
+                             np)
+    return float(idle[0])
+
+
+def test_unsynced_idle_is_the_aggregate_deficit_by_hand() -> None:
+    """Without a sync (token drop) forward idles max(H - G, 0) and backward max(2H - G_bwd, 0)."""
+    ops, train, _ = _moe_case(moe_host_sync=False)
+    gpu = catalogue.gpu("gb200")
+    blk = block_time(ops, gpu, train.precision, np)
+    zero = np.zeros(1)
+    idle = layer_host_idle_s(ops, [t.fwd_s_L for t in blk.by_op], zero, blk.bwd_s_L, zero, zero, gpu, train, True,
+                             np)
+    launches = sum(float(np.asarray(n).max()) for n in host_launches(ops, train)) + 2.0  # + dispatch and combine
+    host_fwd = launches * gpu.host_launch_s
+    expected = max(host_fwd - float(blk.fwd_s_L[0]), 0.0) + max(HOST_BWD_LAUNCH_FACTOR * host_fwd
+                                                                 - float(blk.bwd_s_L[0]), 0.0)
+    assert float(idle[0]) == pytest.approx(expected)
+    assert expected > 0.0  # Qwen3-30B on GB200 at MBS 4 is host-bound when eager
+
+
+def test_grace_host_is_slower_and_graphs_remove_the_idle() -> None:
+    """The same layer idles longer on GB200's Grace (37.08 us per launch) than on B200's x86 host (13.48 us),
+    and a full-iteration graph leaves no host idle on either."""
+    assert catalogue.gpu("gb200").host_launch_s == pytest.approx(37.08 * US)
+    assert catalogue.gpu("b200").host_launch_s == pytest.approx(13.48 * US)
+    assert _layer_idle("gb200") > _layer_idle("b200") >= 0.0
+    assert _layer_idle("gb200") > _layer_idle("gb200", cuda_graph_scope=("attn", "moe_router", "moe_preprocess"))
+    assert _layer_idle("gb200", cuda_graph_scope=("full_iteration",)) == 0.0
+
+
+def test_bad_graph_scope_is_one_line_error() -> None:
+    with pytest.raises(ConfigError, match=r"train\.cuda_graph_scope"):
+        TrainSpec(seq_len=1, global_batch=1, cuda_graph_scope=("attention",))
