@@ -217,8 +217,13 @@ def counted(results: list[RowResult]) -> list[RowResult]:
 
 
 def summary(results: list[RowResult]) -> dict[str, float]:
-    errs = np.abs(np.asarray([r.error for r in results]))
-    return {"rows": float(len(results)), "mean_abs_error": float(errs.mean()), "max_abs_error": float(errs.max())}
+    """Row count, mean and max absolute error, and the bias: the mean signed error (positive: the model
+    predicts slower steps than published on average). A mean absolute error hides direction; the bias is
+    what a planner corrects for."""
+    signed = np.asarray([r.error for r in results])
+    errs = np.abs(signed)
+    return {"rows": float(len(results)), "mean_abs_error": float(errs.mean()), "max_abs_error": float(errs.max()),
+            "mean_error": float(signed.mean())}
 
 
 @dataclass(frozen=True)

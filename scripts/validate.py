@@ -24,7 +24,7 @@ from emulator.validation import (
 
 
 def groups(results: list[RowResult]) -> dict[str, list[RowResult]]:
-    """The rows as a whole and by kind, GPU, precision and source family."""
+    """The rows as a whole and by kind, GPU, precision, source family, and GPU x precision x kind."""
     out: dict[str, list[RowResult]] = {"all": results, "dense": [r for r in results if not r.moe],
                                        "MoE": [r for r in results if r.moe]}
     for gpu in sorted({r.gpu for r in results}):
@@ -33,6 +33,9 @@ def groups(results: list[RowResult]) -> dict[str, list[RowResult]]:
         out[prec] = [r for r in results if r.precision == prec]
     for family in sorted({r.id.split("_")[0] for r in results}):
         out[family] = [r for r in results if r.id.split("_")[0] == family]
+    for gpu, prec, moe in sorted({(r.gpu, r.precision, r.moe) for r in results}):
+        out[f"{gpu} {prec} {'MoE' if moe else 'dense'}"] = [
+            r for r in results if (r.gpu, r.precision, r.moe) == (gpu, prec, moe)]
     return out
 
 
@@ -75,10 +78,12 @@ def main() -> None:
             mark = " (excluded)" if r.excluded else ""
             print(f"| {r.id} | {r.gpu} | {r.precision} | {kind} | {r.metric} {r.published_value:g} "
                   f"| {r.published_step_s:.3f} | {r.predicted_step_s:.3f} | {r.error:+.1%}{mark} |")
-        print("\n| rows | count | mean abs error | max abs error |\n|---|---:|---:|---:|")
+        print("\n| rows | count | mean abs error | max abs error | bias (mean signed error) |")
+        print("|---|---:|---:|---:|---:|")
         for name, rows in groups(counted(results)).items():
             s = summary(rows)
-            print(f"| {name} | {int(s['rows'])} | {s['mean_abs_error']:.1%} | {s['max_abs_error']:.1%} |")
+            print(f"| {name} | {int(s['rows'])} | {s['mean_abs_error']:.1%} | {s['max_abs_error']:.1%} "
+                  f"| {s['mean_error']:+.1%} |")
         for r in (r for r in results if r.excluded):
             print(f"\nExcluded: `{r.id}` ({r.error:+.1%}): {r.excluded}")
         return
@@ -94,8 +99,8 @@ def main() -> None:
     print()
     for name, rows in groups(counted(results)).items():
         s = summary(rows)
-        print(f"{name:12s} rows: {int(s['rows']):4d}   mean |error|: {s['mean_abs_error']:6.2%}   "
-              f"max |error|: {s['max_abs_error']:6.2%}")
+        print(f"{name:17s} rows: {int(s['rows']):4d}   mean |error|: {s['mean_abs_error']:6.2%}   "
+              f"max |error|: {s['max_abs_error']:6.2%}   bias: {s['mean_error']:+6.2%}")
     print("\nlayout values the source does not state (the row takes the first; *: does not fit in HBM), error:")
     for row in load_rows():
         alts = unstated_errors(row)

@@ -105,12 +105,26 @@ def test_blackwell_dense_rows_are_predicted_within_twelve_percent(results: list[
     assert all(abs(r.error) <= 0.12 for r in blackwell), [(r.id, r.error) for r in blackwell]
 
 
+def test_summary_reports_the_bias_by_hand() -> None:
+    """Three rows predicted 10% slow, 20% fast and 4% slow: mean |error| (10 + 20 + 4) / 3 = 11.33%, max 20%, bias
+    (10 - 20 + 4) / 3 = -2%."""
+    def row(pred: float) -> RowResult:
+        return RowResult("r", "h100", "bf16", False, "step_time_s", 1.0, 1.0, pred, {})
+
+    s = summary([row(1.10), row(0.80), row(1.04)])
+    assert s["rows"] == 3.0
+    assert s["mean_abs_error"] == pytest.approx(0.34 / 3.0)
+    assert s["max_abs_error"] == pytest.approx(0.20)
+    assert s["mean_error"] == pytest.approx(-0.06 / 3.0)
+
+
 def test_script_prints_every_row_with_its_error() -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "validate.py")], capture_output=True, text=True,
                           check=True, timeout=300)
     for row in load_rows():
         assert row["id"] in proc.stdout
-    assert "mean |error|" in proc.stdout and "max |error|" in proc.stdout
+    assert "mean |error|" in proc.stdout and "max |error|" in proc.stdout and "bias:" in proc.stdout
+    assert "h100 fp8 MoE" in proc.stdout  # the GPU x precision x kind groups, where a bias shows
     assert "excluded from the summaries" in proc.stdout
     assert "layout values the source does not state" in proc.stdout
 
