@@ -165,11 +165,15 @@ def evaluate(row: dict[str, Any], gpu: GpuSpec | None = None) -> RowResult:
 
 def unstated_errors(row: dict[str, Any]) -> list[tuple[str, Any, float, bool]]:
     """``(key, value, step-time error, fits in HBM)`` for every alternative the row lists under
-    ``unstated``: layout values its source does not publish. The row itself takes the first."""
+    ``unstated``: layout values (``micro_batch``, ``vpp``) or training settings (``train.<key>``) its
+    source does not publish. The row itself takes the first."""
     out = []
     for key, values in (row.get("unstated") or {}).items():
         for value in values:
-            alt = {**row, "parallel": {**row["parallel"], key: value}}
+            if key.startswith("train."):
+                alt = {**row, "train": {**row["train"], key.removeprefix("train."): value}}
+            else:
+                alt = {**row, "parallel": {**row["parallel"], key: value}}
             model, train, cluster, lay = build_row(alt)
             res = nominal(model, train, cluster, lay, np)
             fits = all(bool(st.memory.fits_L[0]) for st in res.by_gpu_type.values())

@@ -136,6 +136,7 @@ class TrainConf:
     cuda_graph_scope: list[str] = field(default_factory=list)
     moe_host_sync: bool = True
     moe_dispatcher: str = "alltoall"
+    moe_fp8_padding: str = "auto"
     moe_comm_sms: int = 20
 
 

@@ -268,6 +268,8 @@ def moe_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tokens, x
     local_experts_L = E / lay.ep_L
     # permute (gather rows) and un-permute (weighted scatter-add) of the routed pairs: each reads and writes.
     ops.append(_memory("moe_permute", 4.0 * ACT_BYTES * sent_L * h, PERMUTE_KERNELS, xp, T_L))
+    if train.fp8_padding_copies:
+        ops.append(_fp8_padding(routed_L, h, xp, T_L))
     fc1_L = 2.0 * routed_L * h * g * width_L
     fc2_L = 2.0 * routed_L * width_L * h
     ops.append(Op("expert_fc1", GEMM, fc1_L,
@@ -286,6 +288,30 @@ def moe_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tokens, x
         ops.extend(mlp_ops(model, train, lay, tok, model.ffn_hidden_size, xp, prefix="shared", with_norm=False))
     ops.append(_residual("mlp_residual", train, Tn_L, h, xp))
     return ops
+
+
+FP8_PAD_KERNELS = 3.0
+"""Forward launches of the FP8 padding: pad the expert inputs and their router probabilities, un-pad the
+output."""
+
+
+def _fp8_padding(routed_L: Any, h: float, xp: Any, like: Any) -> Op:
+    """Explicit FP8 padding of the grouped expert GEMMs (Transformer Engine ``Fp8Padding`` /
+    ``Fp8Unpadding`` in Megatron-Core's ``TEGroupedMLP``).
+
+    FP8 GEMMs need each expert's row count to be a multiple of 16 (32 for MXFP8). Where the dispatcher
+    leaves the counts as routed (dropless: the counts reach the host and vary from layer to layer;
+    :attr:`emulator.spec.train.TrainSpec.fp8_padding_copies`), ``Fp8Padding`` copies the BF16 expert
+    input into a padded buffer before fc1 and ``Fp8Unpadding`` copies fc2's output back
+    (``tex.fused_multi_row_padding``: read and write every row, ``2 e`` bytes per element each way); it
+    returns the input untouched only when every count is already aligned, which random routing does not
+    give. Forward: two copies of the ``routed x h`` activation, ``2 * 2 e * routed * h`` bytes; backward:
+    the same two copies on the gradients (backward factor 1). Megatron-Core skips the copies where the
+    dispatcher already padded (``skip_routed_expert_padding``, Megatron-LM PR #4071: HybridEP, DeepEP,
+    router padding), and a token-dropping run with inputs padded to capacity gives equal, aligned
+    counts: neither copies."""
+    copies = 2.0  # pad the input, un-pad the output
+    return _memory("expert_fp8_pad", copies * 2.0 * ACT_BYTES * routed_L * h, FP8_PAD_KERNELS, xp, like, bwd=1.0)
 
 
 def layer_parts(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, xp: Any,

@@ -9,6 +9,7 @@ from emulator.spec.errors import require, require_non_negative, require_positive
 PRECISIONS = ("bf16", "fp8")
 ATTENTION_KERNELS = ("flash", "flash2", "unfused")
 MOE_DISPATCHERS = ("alltoall", "flex")
+MOE_FP8_PADDINGS = ("auto", "copy", "fused")
 CUDA_GRAPH_SCOPES = ("attn", "mlp", "moe_router", "moe_preprocess", "full_iteration")
 
 
@@ -52,6 +53,15 @@ class TrainSpec:
     dispatcher; DeepSeek-V3 report Sec 3.2.2), which with node-limited routing
     (``model.router_group_topk``) bounds the network copies per token."""
 
+    moe_fp8_padding: str = "auto"
+    """How FP8 expert GEMMs get row counts aligned to the FP8 tile (16 rows; 32 for MXFP8) under dropless
+    routing. copy: Transformer Engine's ``Fp8Padding`` / ``Fp8Unpadding`` copy the expert input and output
+    around the grouped GEMMs (Megatron-Core's all-to-all dispatcher; every dispatcher before Megatron-LM
+    PR #4071, 2026-03-31 on the dev branch, on main with PR #4636 in May 2026). fused: the dispatcher pads
+    inside its own permutation (HybridEP or DeepEP in current Megatron-Core, ``moe_router_padding_for_
+    quantization``, or the fused permute-and-pad of Megatron-LM PR #2763). auto: copy with the alltoall
+    dispatcher, fused with flex (today's Megatron-Core). :func:`emulator.cost.ops._fp8_padding`."""
+
     moe_comm_sms: int = 20
     """SMs the expert-parallel dispatch/combine kernels hold while they run beside compute
     (``parallel.ep_comm_overlap``): Megatron-Core's ``moe_deepep_num_sms`` default, 20; DeepSeek-V3
@@ -78,3 +88,16 @@ class TrainSpec:
         require_non_negative(self.moe_comm_sms, f"{p}.moe_comm_sms")
         require(self.moe_dispatcher in MOE_DISPATCHERS, f"{p}.moe_dispatcher", self.moe_dispatcher,
                 f"must be one of {', '.join(MOE_DISPATCHERS)}")
+        require(self.moe_fp8_padding in MOE_FP8_PADDINGS, f"{p}.moe_fp8_padding", self.moe_fp8_padding,
+                f"must be one of {', '.join(MOE_FP8_PADDINGS)}")
+
+    @property
+    def fp8_padding_copies(self) -> bool:
+        """True where FP8 expert inputs and outputs are copied into and out of aligned buffers: FP8,
+        dropless routing whose counts reach the host (``moe_host_sync``; token dropping padded to capacity
+        gives equal, aligned counts), and no padding fused into the dispatcher (``moe_fp8_padding``)."""
+        if self.precision != "fp8" or not self.moe_host_sync:
+            return False
+        if self.moe_fp8_padding == "auto":
+            return self.moe_dispatcher == "alltoall"
+        return self.moe_fp8_padding == "copy"

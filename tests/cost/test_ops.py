@@ -8,6 +8,8 @@ the model's dimensions, never taken from the module's helpers.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -15,6 +17,7 @@ from emulator import catalogue
 from emulator.cost.ops import Op, layer_ops, logits_ops, mean_attended_keys
 from emulator.cost.roofline import op_time
 from emulator.spec import ModelSpec, TrainSpec
+from emulator.spec.errors import ConfigError
 from tests.conftest import one_layout
 
 DENSE = ModelSpec(name="t", num_layers=2, hidden_size=1024, num_heads=8, num_kv_heads=2, head_dim=128,
@@ -184,6 +187,41 @@ def test_shared_expert_mlp_is_added() -> None:
                        vocab_size=1000, gated_mlp=True)
     ops = by_name(layer_ops(shared, TRAIN, one_layout(tp=1, dp=4, ep=4), np, moe=True))
     assert flops(ops["shared_fc1"]) == pytest.approx(2 * 2048 * 512 * 2 * 256, rel=1e-12)
+
+
+def test_fp8_padding_copies_by_hand() -> None:
+    """FP8, dropless, all-to-all dispatcher: Fp8Padding copies the T k / tp routed rows of h (BF16, expert TP 1) into
+    a padded buffer and Fp8Unpadding copies fc2's output back: forward bytes 2 copies x (read 2 B + write 2 B) x
+    T k h / tp, backward the same (factor 1), 3 launches (input, probabilities, output)."""
+    h, k, tp = 512, 2, 2
+    T = 2048
+    fp8 = dataclasses.replace(TRAIN, precision="fp8")
+    ops = by_name(layer_ops(MOE, fp8, one_layout(tp=tp, dp=4, ep=4, etp=1, micro_batch=1), np, moe=True))
+    pad = ops["expert_fp8_pad"]
+    assert nbytes(pad) == pytest.approx(2 * (2 + 2) * T * k * h / tp, rel=1e-12)
+    assert pad.backward_factor == 1.0 and pad.kernels == 3.0
+    names = list(ops)
+    assert names.index("moe_permute") < names.index("expert_fp8_pad") < names.index("expert_fc1")
+
+
+@pytest.mark.parametrize(("changes", "copies"), [
+    ({}, True),  # fp8, dropless (host sync), all-to-all, auto
+    ({"moe_dispatcher": "flex"}, False),  # auto: flex pads inside its permutation
+    ({"moe_dispatcher": "flex", "moe_fp8_padding": "copy"}, True),  # a stack before Megatron-LM PR #4071
+    ({"moe_fp8_padding": "fused"}, False),  # router padding / fused permute-and-pad
+    ({"moe_host_sync": False}, False),  # token drop padded to capacity: equal, aligned counts
+    ({"precision": "bf16"}, False),
+])
+def test_fp8_padding_copies_only_where_nothing_padded_before(changes: dict[str, object], copies: bool) -> None:
+    train = dataclasses.replace(TRAIN, **{"precision": "fp8", "moe_host_sync": True, **changes})  # type: ignore[arg-type]
+    assert train.fp8_padding_copies is copies
+    ops = by_name(layer_ops(MOE, train, one_layout(tp=1, dp=4, ep=4), np, moe=True))
+    assert ("expert_fp8_pad" in ops) is copies
+
+
+def test_fp8_padding_rejects_an_unknown_mode() -> None:
+    with pytest.raises(ConfigError, match=r"train\.moe_fp8_padding"):
+        TrainSpec(seq_len=1, global_batch=1, moe_fp8_padding="pad")
 
 
 # ---------------------------------------------------------------- sliding window

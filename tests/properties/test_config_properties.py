@@ -60,6 +60,7 @@ MUTATIONS: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("train", "precision"): st.sampled_from(["fp16", "FP8"]),
     ("train", "attention_kernel"): st.sampled_from(["sdpa"]),
     ("train", "moe_dispatcher"): st.sampled_from(["deepep", ""]),
+    ("train", "moe_fp8_padding"): st.sampled_from(["pad", "Copy"]),
     ("train", "moe_comm_sms"): st.integers(-3, -1),
     ("model", "router_groups"): st.integers(-1, 9),
     ("model", "router_group_topk"): st.integers(-1, 9),
@@ -116,6 +117,7 @@ def valid_configs(draw: st.DrawFn) -> dict[str, Any]:
         precision=draw(st.sampled_from(["bf16", "fp8"])),
         attention_kernel=draw(st.sampled_from(["flash", "flash2", "unfused"])),
         dropout=draw(st.sampled_from([0.0, 0.1])), moe_dispatcher=draw(st.sampled_from(["alltoall", "flex"])),
+        moe_fp8_padding=draw(st.sampled_from(["auto", "copy", "fused"])),
         moe_comm_sms=draw(st.sampled_from([0, 20, 200])),
     )
     return cfg

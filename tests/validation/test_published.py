@@ -16,6 +16,7 @@ import pytest
 from emulator.cost.collectives import Fabric
 from emulator.cost.step import layer_time
 from emulator.spec.parallel import ParallelSpec
+from emulator.spec.train import TrainSpec
 from emulator.validation import (
     RowResult,
     build_row,
@@ -61,9 +62,10 @@ def test_rows_span_the_required_space(results: list[RowResult]) -> None:
 def test_mean_error_stays_within_the_guard(results: list[RowResult]) -> None:
     """Issue 2 asks for a mean within 5%. It held (4.52% over 154 rows) until the 8 Megatron-LM Qwen3 recipe rows
     (PR #5728) came in: the model matches their host-free full-CUDA-graph 235B row (+2.2%) and the tuned H100 rows,
-    but misses the eager-stack rows and Qwen3-30B on GB200 by 15-32% (README: known misses), which puts the mean
-    at 5.11%. The guard sits at today's level; the issue bound is the goal."""
-    assert summary(results)["mean_abs_error"] <= 0.052
+    but misses the eager-stack rows and Qwen3-30B on GB200 by 15-32% (README: known misses), which put the mean
+    at 5.11%; the host launch model (5.01%) and the FP8 padding copies around the expert GEMMs (4.98%) brought it
+    back within the issue's 5%."""
+    assert summary(results)["mean_abs_error"] <= 0.050
 
 
 def test_dense_rows(results: list[RowResult]) -> None:
@@ -76,9 +78,11 @@ def test_dense_rows(results: list[RowResult]) -> None:
 
 
 def test_moe_rows_stay_within_the_guard(results: list[RowResult]) -> None:
-    """MoE rows are never fitted; today they are the weak part of the model (README: known misses)."""
+    """MoE rows are never fitted; today they are the weak part of the model (README: known misses): mean 9.3%,
+    12 rows beyond 12%."""
     moe = [r for r in results if r.moe]
     assert summary(moe)["mean_abs_error"] <= 0.10
+    assert len([r for r in moe if abs(r.error) > 0.12]) <= 12
 
 
 def test_token_drop_qwen3_on_h100(results: list[RowResult]) -> None:
@@ -145,8 +149,14 @@ def test_unstated_values_start_with_the_rows_own_assumption() -> None:
     assert rows
     for row in rows:
         for key, values in row["unstated"].items():
-            assert key in ParallelSpec.__dataclass_fields__, (row["id"], key)
-            assert values[0] == row["parallel"][key], (row["id"], key)
+            if key.startswith("train."):
+                field = key.removeprefix("train.")
+                assert field in TrainSpec.__dataclass_fields__, (row["id"], key)
+                assert values[0] == row["train"].get(field, TrainSpec.__dataclass_fields__[field].default), (
+                    row["id"], key)
+            else:
+                assert key in ParallelSpec.__dataclass_fields__, (row["id"], key)
+                assert values[0] == row["parallel"][key], (row["id"], key)
             assert key in row["assumptions"], (row["id"], key)
     alts = unstated_errors(next(r for r in rows if r["id"] == "megatron_h100_weak_32B"))
     assert [v for _, v, _, _ in alts] == [1, 2, 4]
