@@ -84,6 +84,10 @@ def main() -> None:
             s = summary(rows)
             print(f"| {name} | {int(s['rows'])} | {s['mean_abs_error']:.1%} | {s['max_abs_error']:.1%} "
                   f"| {s['mean_error']:+.1%} |")
+        print("\n| counted row beyond 12% | GPU | precision | kind | error |")
+        print("|---|---|---|---|---:|")
+        for r in sorted((r for r in counted(results) if abs(r.error) > 0.12), key=lambda r: r.error):
+            print(f"| {r.id} | {r.gpu} | {r.precision} | {'MoE' if r.moe else 'dense'} | {r.error:+.1%} |")
         for r in (r for r in results if r.excluded):
             print(f"\nExcluded: `{r.id}` ({r.error:+.1%}): {r.excluded}")
         return

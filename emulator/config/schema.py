@@ -71,6 +71,7 @@ class ModelConf:
     mtp_layers: int = 0
     router_groups: int = 1
     router_group_topk: int = 0
+    qk_norm: bool = False
     source: str = ""
 
 

@@ -13,7 +13,8 @@ Activations per layer and micro-batch (bytes; generalises Korthikanti et al. 202
 GQA, gated MLPs, MoE and fused attention; ``Tn = T/tp`` with sequence parallelism else ``T``):
 
 - attention: norm input ``2 Tn h``, QKV input ``2 Tn h``, Q/K/V ``2 T (q + 2kv)/tp``, attention
-  output (= out-proj input) ``2 T q/tp``, dropout mask ``Tn h`` (if dropout); fused kernel:
+  output (= out-proj input) ``2 T q/tp``, dropout mask ``Tn h`` (if dropout), with per-head query/key
+  norms (``model.qk_norm``) their inputs ``2 T (q + kv)/tp``; fused kernel:
   log-sum-exp ``4 T a/tp``; unfused: softmax output ``2 a s T/tp`` (+ dropout mask and output
   ``3 a s T/tp`` with dropout);
 - MLP: norm input ``2 Tn h``, fc1 input ``2 Tn h``, fc1 output ``2 g T f/tp``, activation output
@@ -109,6 +110,8 @@ def activation_bytes_per_layer(model: ModelSpec, train: TrainSpec, lay: LayoutBa
     drop = 1.0 if train.dropout > 0.0 else 0.0
     attn = 4.0 * Tn_L * h + 2.0 * T_L * (q + 2.0 * kv) / t_L + 2.0 * T_L * out / t_L + drop * Tn_L * h
     attn = attn + _core_bytes(train, T_L, t_L, a, s)
+    if model.qk_norm and not model.is_mla:
+        attn = attn + 2.0 * T_L * (q + kv) / t_L  # the per-head norms' inputs (queries and keys before the norm)
     g = 2.0 if model.gated_mlp else 1.0
 
     def mlp(tokens_L: Any, f: float) -> Any:

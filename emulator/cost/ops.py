@@ -160,6 +160,10 @@ def attention_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tok
         flops_L = 2.0 * T_L * h * (q + 2.0 * kv) / t_L
         ops.append(_gemm("qkv_proj", flops_L, T_L, h, (q + 2.0 * kv) / t_L, weight_bytes=wb))
         qkv_width_L = (q + 2.0 * kv) / t_L
+    if model.qk_norm and not model.is_mla:
+        # Per-head RMSNorm of queries and keys (Qwen3): read and write q + kv per token, one kernel each.
+        qk_L = (a * model.head_dim + float(model.num_kv_heads * model.head_dim)) / t_L
+        ops.append(_memory("qk_norm", 2.0 * e * T_L * qk_L, 2.0, xp, T_L, bwd=NORM_BWD))
     ops.append(_memory("rotary", 2.0 * e * T_L * qkv_width_L, 2.0, xp, T_L, bwd=ROTARY_BWD))
     keys = mean_attended_keys(model, train.seq_len)
     heads_L = a / t_L

@@ -42,6 +42,9 @@ class ModelSpec:
     router_group_topk: int = 0
     """Groups a token may route into (DeepSeek-V3 ``topk_group``; 0: all of them). With experts laid out
     in order over the expert-parallel ranks and a group per node, this is node-limited routing."""
+    qk_norm: bool = False
+    """RMSNorm on every query and key head before rotary (Qwen3's ``q_norm``/``k_norm``, Megatron-Core
+    ``qk_layernorm``): two more memory-bound kernels per layer, and their inputs kept for backward."""
     source: str = ""
 
     def __post_init__(self) -> None:

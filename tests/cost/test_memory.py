@@ -16,6 +16,7 @@ Model state (mixed-precision Adam): 2 B weight + 4 B fp32 gradient + 12 B optimi
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,16 @@ def test_flash_attention_stores_no_score_matrix() -> None:
     # attention: norm in 2sbh + qkv in 2sbh + q,k,v 6sbh + attn out 2sbh + lse 4sba; MLP: norm in 2sbh +
     # fc1 in 2sbh + fc1 out 8sbh + gelu out 8sbh
     assert got == pytest.approx(S * B * (32 * H + 4 * A), rel=1e-12)
+
+
+def test_qk_norm_keeps_its_inputs() -> None:
+    """Per-head query/key norms (Qwen3) keep their inputs for backward: 2 s b (q + kv) / t more bytes per layer
+    (GPT: q = kv = h, so 4 s b h, with t = 2 and no SP: 2 s b h)."""
+    train = TrainSpec(seq_len=S, global_batch=16, dropout=0.0, attention_kernel="flash")
+    lay = one_layout(tp=2, dp=4, micro_batch=B)
+    base = float(activation_bytes_per_layer(GPT, train, lay, np, moe=False)[0])
+    normed = float(activation_bytes_per_layer(dataclasses.replace(GPT, qk_norm=True), train, lay, np, moe=False)[0])
+    assert normed - base == pytest.approx(2 * S * B * (H + H) / 2, rel=1e-12)
 
 
 # ---------------------------------------------------------------- formulas quoted in validation/memory.yaml

@@ -189,6 +189,21 @@ def test_shared_expert_mlp_is_added() -> None:
     assert flops(ops["shared_fc1"]) == pytest.approx(2 * 2048 * 512 * 2 * 256, rel=1e-12)
 
 
+def test_qk_norm_by_hand() -> None:
+    """Per-head RMSNorm of queries and keys (model.qk_norm): forward reads and writes q + kv per token on this GPU,
+    2 * 2 B * T * (q + kv) / t, in two kernels, after the QKV projection and before rotary; backward 1.5x (a norm)."""
+    tp, T = 2, 2 * 2048
+    ops = layer_ops(dataclasses.replace(DENSE, qk_norm=True), TRAIN, one_layout(tp=tp, dp=4, micro_batch=2), np,
+                    moe=False)
+    named = by_name(ops)
+    assert nbytes(named["qk_norm"]) == pytest.approx(2 * 2 * T * (Q + KV) / tp, rel=1e-12)
+    assert named["qk_norm"].kernels == 2.0 and named["qk_norm"].backward_factor == 1.5
+    assert named["qk_norm"].graph_scope == "attn"
+    names = [op.name for op in ops]
+    assert names.index("qkv_proj") < names.index("qk_norm") < names.index("rotary")
+    assert "qk_norm" not in dense_ops(tp=tp, dp=4, micro_batch=2)
+
+
 def test_fp8_padding_copies_by_hand() -> None:
     """FP8, dropless, all-to-all dispatcher: Fp8Padding copies the T k / tp routed rows of h (BF16, expert TP 1) into
     a padded buffer and Fp8Unpadding copies fc2's output back: forward bytes 2 copies x (read 2 B + write 2 B) x
