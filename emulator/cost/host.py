@@ -28,7 +28,9 @@ regimes:
   time at their places with one host launch each.
 
 Backward issues about two kernels per forward kernel (:data:`HOST_BWD_LAUNCH_FACTOR`) and has no sync,
-so it idles ``max(H_bwd - G_bwd, 0)``.
+so it idles ``max(H_bwd - G_bwd, 0)``. Under the MoE all-to-all overlap the forward of one micro-batch and
+the backward of another run as one merged layer, so the backward's launches follow the sync too
+(:func:`merged_layer_idle_s`).
 """
 
 from __future__ import annotations
@@ -129,3 +131,37 @@ def layer_host_idle_s(ops: list[Op], fwd_s_L: list[Any], gpu_fwd_extra_L: Any, g
         gpu_fwd_L = sum(fwd_s_L[1:], fwd_s_L[0]) + gpu_fwd_extra_L + ep_one_L
         idle_fwd_L = xp.maximum(host_fwd - gpu_fwd_L, 0.0)
     return idle_fwd_L + idle_bwd_L
+
+
+def merged_layer_idle_s(ops: list[Op], n_attn: int, fwd_s_L: list[Any], bwd_s_L: list[Any], recompute_L: Any,
+                        gpu: GpuSpec, train: TrainSpec, xp: Any) -> Any:
+    """GPU idle seconds of one merged layer under the MoE all-to-all overlap (``parallel.ep_comm_overlap``) with
+    dropless dispatch's host sync: the forward of micro-batch B and the backward of micro-batch A run as one
+    layer (Megatron-Core's merged 1F1B, the phases of :func:`emulator.cost.step._ep_paired`).
+
+    B's sync (its tokens per expert, at the end of ``moe_preprocess``) falls between phase 1 (A's backward
+    combine beside B's attention and router) and phase 2, so after it the host issues, and the compute
+    stream runs, in this order: A's MLP backward (ops in reverse), B's MLP forward from the permutation on,
+    A's attention backward (with any recomputation), then phase 1 of the next layer (B's attention,
+    router and preprocessing) up to the next sync. The wait is the max-plus recurrence of
+    :func:`synced_idle_s` over that sequence: unlike an unmerged layer, the backward's launches
+    (``HOST_BWD_LAUNCH_FACTOR`` per forward kernel; one graph replay for a captured scope) come after a
+    sync too, so the host cannot run ahead of them. This replaces the forward and backward waits of
+    :func:`layer_host_idle_s` for the micro-batches that run merged."""
+    c = gpu.host_launch_s
+    launches = host_launches(ops, train)
+    at = [op.name for op in ops].index(SYNC_AFTER) + 1
+    scopes = set(train.cuda_graph_scope)
+
+    def bwd_launches(i: int) -> Any:
+        op = ops[i]
+        captured = op.graph_scope != "" and op.graph_scope in scopes
+        return launches[i] if captured else HOST_BWD_LAUNCH_FACTOR * op.kernels
+
+    seq = [HostStep(bwd_s_L[i], bwd_launches(i)) for i in reversed(range(n_attn, len(ops)))]
+    seq += [HostStep(fwd_s_L[i], launches[i]) for i in range(at, len(ops))]
+    attn_bwd = [HostStep(bwd_s_L[i], bwd_launches(i)) for i in reversed(range(n_attn))]
+    attn_bwd[-1] = HostStep(attn_bwd[-1].gpu_s_L + recompute_L, attn_bwd[-1].launches)
+    seq += attn_bwd
+    seq += [HostStep(fwd_s_L[i], launches[i]) for i in range(at)]
+    return synced_idle_s(seq, c, xp)

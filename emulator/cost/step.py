@@ -20,7 +20,7 @@ Overlap rules (Megatron-Core defaults, each switchable in ``parallel``):
 - CP ring attention: each KV exchange overlaps with the attention core of the previous chunk;
   exposed ``max(0, comm - core)``.
 - EP all-to-all (dispatch and combine): on the critical path unless ``ep_comm_overlap`` hides it
-  behind another micro-batch's compute (:func:`_ep_exposed_per_micro_batch`); expert-parallel ranks are ``etp``
+  behind another micro-batch's compute (:func:`_merged_mix`); expert-parallel ranks are ``etp``
   apart (Megatron-Core's expert rank order: etp fastest, then ep). With ``train.moe_dispatcher=flex``
   a token crosses the network once per other node its experts are on (:mod:`routing`).
 - Expert TP (``etp`` > 1): the token dispatcher's all-gather and reduce-scatter of the routed pairs
@@ -40,7 +40,7 @@ from typing import Any
 from emulator.cost.arrays import as_float, where
 from emulator.cost.collectives import Fabric
 from emulator.cost.flops import model_flops_per_token, recompute_flops_per_token
-from emulator.cost.host import layer_host_idle_s
+from emulator.cost.host import SYNC_AFTER, layer_host_idle_s, merged_layer_idle_s
 from emulator.cost.layout import LayoutBatch
 from emulator.cost.memory import MemoryBreakdown, expert_replicas, memory_per_gpu, stage_params
 from emulator.cost.ops import (
@@ -91,6 +91,9 @@ class LayerTime:
     """GPU idle time per micro-batch waiting for the host to launch kernels (:mod:`emulator.cost.host`)."""
     ep_paired_s_L: Any
     """Exposed all-to-all of a forward and a backward merged under ``ep_comm_overlap`` (:func:`_ep_paired`)."""
+    host_idle_paired_s_L: Any
+    """Host wait of a merged forward and backward under ``ep_comm_overlap`` (:func:`merged_layer_idle_s`;
+    ``host_idle_s_L`` where no host sync orders them)."""
 
     def compute_s(self) -> Any:
         return self.fwd_s_L + self.bwd_s_L + self.recompute_s_L
@@ -181,8 +184,12 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
     mem_bound = blk.memory_bound_s_L * (1.0 + where(lay.recompute_L == 2.0, 1.0 / 3.0, 0.0, xp))
     comm_share = min(float(train.moe_comm_sms) / float(gpu.sm_count), 1.0)
     paired = _ep_paired(blk, n_attn, recompute_L, ep_one, comm_share, xp) if moe else xp.zeros_like(t_L)
+    synced = moe and train.moe_host_sync and "full_iteration" not in train.cuda_graph_scope and any(
+        op.name == SYNC_AFTER for op in ops)
+    idle_paired = merged_layer_idle_s(ops, n_attn, [t.fwd_s_L for t in blk.by_op], [t.bwd_s_L for t in blk.by_op],
+                                      recompute_L, gpu, train, xp) if synced else idle
     return LayerTime(blk.fwd_s_L, blk.bwd_s_L, recompute_L, tp_fwd, tp_bwd, cp_fwd, cp_bwd, ep_one, ep_one, mem_bound,
-                     idle, paired)
+                     idle, paired, idle_paired)
 
 
 def _ep_paired(blk: BlockTime, n_attn: int, recompute_L: Any, ep_one_L: Any, comm_share: float, xp: Any) -> Any:
@@ -230,6 +237,8 @@ class StageCost:
     ep_paired_s_L: Any
     """``ep_comm`` of a micro-batch whose forward and backward both run merged with another's
     (``ep_comm_overlap``)."""
+    other_paired_s_L: Any
+    """``other`` (host wait) of such a micro-batch."""
 
 
 STAGE_KEYS = ("compute", "other", "tp_comm", "cp_comm", "ep_comm")
@@ -258,7 +267,8 @@ def stage_cost(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
              "cp_comm": (dense.comm_s("cp", rc, xp), moe.comm_s("cp", rc, xp)),
              "ep_comm": (zero_L, moe.comm_s("ep", rc, xp)) if model.is_moe else (zero_L, zero_L),
              "memory_bound": (dense.memory_bound_s_L, moe.memory_bound_s_L),
-             "ep_paired": (zero_L, moe.ep_paired_s_L) if model.is_moe else (zero_L, zero_L)}
+             "ep_paired": (zero_L, moe.ep_paired_s_L) if model.is_moe else (zero_L, zero_L),
+             "other_paired": (dense.host_idle_s_L, moe.host_idle_paired_s_L)}
     emb_s, out_s = emb.fwd_s_L + emb.bwd_s_L, out.fwd_s_L + out.bwd_s_L
 
     def stage(n_dense: Any, n_moe: Any, first: Any, last: Any) -> dict[str, Any]:
@@ -286,7 +296,8 @@ def stage_cost(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
     params = stage_params(model, lay, xp.maximum(st.first_dense_L, st.mid_dense_L),
                           xp.maximum(xp.maximum(st.first_moe_L, st.mid_moe_L), st.last_moe_L), True, True, xp)
     return StageCost(heavy["compute"], heavy["other"], heavy["tp_comm"], heavy["cp_comm"], heavy["ep_comm"],
-                     heavy["memory_bound"], heavy_total, params.dense_L, params.expert_L, heavy["ep_paired"])
+                     heavy["memory_bound"], heavy_total, params.dense_L, params.expert_L, heavy["ep_paired"],
+                     heavy["other_paired"])
 
 
 def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: GpuSpec, lay: LayoutBatch,
@@ -296,12 +307,14 @@ def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: Gpu
     shapes = LayerShapes.of(lay, xp)
     sc = shapes.apply(lambda b: stage_cost(model, train, b, gpu, fabric, xp), lay, xp)
     m_L = float(train.global_batch) / (lay.dp_L * lay.mb_L)
-    ep_mb_L = _ep_exposed_per_micro_batch(sc, lay, m_L, xp) if model.is_moe else sc.ep_comm_s_L
+    ep_mb_L = _merged_mix(sc.ep_comm_s_L, sc.ep_paired_s_L, lay, m_L, xp) if model.is_moe else sc.ep_comm_s_L
+    other_mb_L = _merged_mix(sc.other_s_L, sc.other_paired_s_L, lay, m_L, xp) if model.is_moe else sc.other_s_L
     per_mb = {k: getattr(sc, f"{k}_s_L") for k in STAGE_KEYS}
     per_mb["ep_comm"] = ep_mb_L
+    per_mb["other"] = other_mb_L
     breakdown = {k: m_L * v for k, v in per_mb.items()}
     memory_bound = m_L * sc.memory_bound_s_L
-    t_fb_L = sc.total_s_L - sc.ep_comm_s_L + ep_mb_L
+    t_fb_L = sc.total_s_L - sc.ep_comm_s_L + ep_mb_L - sc.other_s_L + other_mb_L
     breakdown["bubble"] = (lay.pp_L - 1.0) / lay.vpp_L * t_fb_L
 
     # Pipeline send/recv of the T x h / tp activation (scatter-gather optimisation).
@@ -329,21 +342,23 @@ def step_time(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, gpu: Gpu
     return StepTime(step, {k: breakdown[k] for k in BREAKDOWN_KEYS}, memory_bound, mem)
 
 
-def _ep_exposed_per_micro_batch(sc: StageCost, lay: LayoutBatch, m_L: Any, xp: Any) -> Any:
-    """Exposed MoE all-to-all per micro-batch of the heaviest stage.
+def _merged_mix(alone_L: Any, paired_L: Any, lay: LayoutBatch, m_L: Any, xp: Any) -> Any:
+    """A per micro-batch cost of the heaviest stage that differs when its passes run merged: the exposed MoE
+    all-to-all (``ep`` alone, ``ep_paired`` merged, :func:`_ep_paired`) or the host wait (``other`` alone,
+    ``other_paired`` merged, :func:`emulator.cost.host.merged_layer_idle_s`).
 
-    Without ``ep_comm_overlap`` all of it (``ep``). With it, a micro-batch whose forward and
-    backward both run merged with another micro-batch's exposes ``ep_paired`` (:func:`_ep_paired`,
-    per layer). Passes with no partner stay exposed: the warm-up forwards and cool-down backwards
+    Without ``ep_comm_overlap`` every pass is alone. With it, a micro-batch whose forward and
+    backward both run merged with another micro-batch's costs the merged figure. Passes with no partner
+    stay alone: the warm-up forwards and cool-down backwards
     of the schedule, ``w`` of the ``m vpp`` virtual-stage passes, ``w = 2 (pp-1) + (vpp-1) pp``
     interleaved (Megatron-Core's warm-up count on the first pipeline rank), ``pp - 1`` plain 1F1B,
     and the first forward / last backward without pipelining (``w = 1``):
-    ``exposed = u ep + (1 - u) ep_paired``, ``u = min(1, w / (m vpp))``."""
+    ``cost = u alone + (1 - u) paired``, ``u = min(1, w / (m vpp))``."""
     pp, vpp = lay.pp_L, lay.vpp_L
     warm_L = where(vpp > 1.0, 2.0 * (pp - 1.0) + (vpp - 1.0) * pp, xp.maximum(pp - 1.0, 1.0), xp)
     unpaired_L = xp.minimum(warm_L / (m_L * vpp), 1.0)
-    overlapped = unpaired_L * sc.ep_comm_s_L + (1.0 - unpaired_L) * sc.ep_paired_s_L
-    return where(lay.ep_overlap_L > 0.0, overlapped, sc.ep_comm_s_L, xp)
+    overlapped = unpaired_L * alone_L + (1.0 - unpaired_L) * paired_L
+    return where(lay.ep_overlap_L > 0.0, overlapped, alone_L, xp)
 
 
 def _dp_exposed(params_L: Any, n_L: Any, stride_L: Any, train: TrainSpec, lay: LayoutBatch, fabric: Fabric,

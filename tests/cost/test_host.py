@@ -15,12 +15,15 @@ from emulator.cost.host import (
     HostStep,
     host_launches,
     layer_host_idle_s,
+    merged_layer_idle_s,
     synced_idle_s,
 )
 from emulator.cost.layout import LayoutBatch
-from emulator.cost.ops import layer_ops
+from emulator.cost.ops import Op, layer_ops
 from emulator.cost.roofline import block_time
+from emulator.cost.step import step_time
 from emulator.spec import ConfigError, ParallelSpec, TrainSpec
+from tests.conftest import make_cluster
 
 US = 1e-6
 
@@ -122,3 +125,51 @@ def test_grace_host_is_slower_and_graphs_remove_the_idle() -> None:
 def test_bad_graph_scope_is_one_line_error() -> None:
     with pytest.raises(ConfigError, match=r"train\.cuda_graph_scope"):
         TrainSpec(seq_len=1, global_batch=1, cuda_graph_scope=("attention",))
+
+
+def _op(name: str, kernels: float, scope: str = "") -> Op:
+    zero = np.zeros(1)
+    return Op(name, "memory", zero, zero, zero, kernels=kernels, graph_scope=scope)
+
+
+def test_merged_layer_idle_by_hand() -> None:
+    """A three-op layer, c = 10 us: attention "a" (1 kernel; 10 us forward, 20 backward, + 5 us recompute),
+    "moe_preprocess" (1 kernel, 1 / 2 us; B's sync at its end) and the MLP op "m" (2 kernels, 20 / 40 us). After
+    the sync: m backward (4 launches), preprocess backward (2), m forward (2), a backward (2), then the next
+    layer's a forward (1) and preprocess forward (1). F_i = max(F_(i-1) + g, H + c + g, H + k c + g / k):
+    m bwd 50 (H 40); pre bwd max(52, 52, 61) = 61 (H 60); m fwd max(81, 90, 90) = 90 (H 80);
+    a bwd max(115, 115, 112.5) = 115 (H 100); a fwd max(125, 120, 120) = 125 (H 110); pre fwd max(126, 121, 121)
+    = 126. Busy 40 + 2 + 20 + 25 + 10 + 1 = 98 us: idle 28 us."""
+    ops = [_op("a", 1.0, "attn"), _op("moe_preprocess", 1.0), _op("m", 2.0)]
+    fwd = [_a(10 * US), _a(1 * US), _a(20 * US)]
+    bwd = [_a(20 * US), _a(2 * US), _a(40 * US)]
+    train = TrainSpec(seq_len=8, global_batch=1)
+    gpu = dataclasses.replace(catalogue.gpu("h100"), host_launch_s=10 * US)
+    got = merged_layer_idle_s(ops, 1, fwd, bwd, _a(5 * US), gpu, train, np)[0]
+    seq = [HostStep(_a(40 * US), 4.0), HostStep(_a(2 * US), 2.0), HostStep(_a(20 * US), 2.0),
+           HostStep(_a(25 * US), 2.0), HostStep(_a(10 * US), 1.0), HostStep(_a(1 * US), 1.0)]
+    assert got == pytest.approx(synced_idle_s(seq, 10 * US, np)[0])
+    assert got == pytest.approx(28 * US)
+    # With a 6-kernel attention block captured in a graph, its backward is one replay instead of 12 launches.
+    heavy = [_op("a", 6.0, "attn"), *ops[1:]]
+    eager = merged_layer_idle_s(heavy, 1, fwd, bwd, _a(5 * US), gpu, train, np)[0]
+    captured = merged_layer_idle_s(heavy, 1, fwd, bwd, _a(5 * US), gpu,
+                                   dataclasses.replace(train, cuda_graph_scope=("attn",)), np)[0]
+    assert captured < eager
+
+
+def test_merged_idle_applies_only_with_the_overlap_and_a_sync() -> None:
+    """Step level: under ep_comm_overlap with dropless dispatch the host wait is the merged one for the paired
+    micro-batches; token drop (no sync) or no overlap leave it unchanged."""
+    model = catalogue.model("qwen3_30b_a3b")
+    gpu = catalogue.gpu("gb200")
+    cluster = make_cluster(gpu="gb200", num_gpus=8)
+
+    def other(overlap: bool, sync: bool) -> float:
+        train = TrainSpec(seq_len=4096, global_batch=512, precision="fp8", moe_host_sync=sync)
+        lay = LayoutBatch.from_specs([ParallelSpec(tp=1, pp=1, dp=8, ep=8, etp=1, micro_batch=4,
+                                                   ep_comm_overlap=overlap)], np)
+        return float(step_time(model, train, cluster, gpu, lay, np).breakdown_s["other"][0])
+
+    assert other(True, True) != other(False, True)
+    assert other(True, False) == other(False, False)
