@@ -73,6 +73,12 @@ def host_launches(ops: list[Op], train: TrainSpec) -> list[Any]:
     return out
 
 
+def host_syncs(ops: list[Op], train: TrainSpec, moe: bool) -> bool:
+    """True where the layer's host waits for the GPU once per pass: an MoE layer under dropless dispatch
+    (``train.moe_host_sync``) with the dispatcher's preprocessing op to sync after."""
+    return moe and train.moe_host_sync and any(op.name == SYNC_AFTER for op in ops)
+
+
 def _ramp_finish(prev_finish_L: Any, issued_before_L: Any, step: HostStep, c: float, xp: Any) -> Any:
     """``F_i`` of the recurrence in the module docstring."""
     g, k = step.gpu_s_L, step.launches
@@ -112,7 +118,7 @@ def layer_host_idle_s(ops: list[Op], fwd_s_L: list[Any], gpu_fwd_extra_L: Any, g
     host_bwd_L = HOST_BWD_LAUNCH_FACTOR * host_fwd + recompute_full_L * host_fwd
     idle_bwd_L = xp.maximum(host_bwd_L - gpu_bwd_L, 0.0)
     names = [op.name for op in ops]
-    if moe and train.moe_host_sync and SYNC_AFTER in names:
+    if host_syncs(ops, train, moe):
         steps = [HostStep(t, n) for t, n in zip(fwd_s_L, launches, strict=True)]
         half_L = ep_one_L / 2.0
         at = names.index(SYNC_AFTER) + 1

@@ -40,7 +40,7 @@ from typing import Any
 from emulator.cost.arrays import as_float, where
 from emulator.cost.collectives import Fabric
 from emulator.cost.flops import model_flops_per_token, recompute_flops_per_token
-from emulator.cost.host import SYNC_AFTER, layer_host_idle_s, merged_layer_idle_s
+from emulator.cost.host import host_syncs, layer_host_idle_s, merged_layer_idle_s
 from emulator.cost.layout import LayoutBatch
 from emulator.cost.memory import MemoryBreakdown, expert_replicas, memory_per_gpu, stage_params
 from emulator.cost.ops import (
@@ -184,10 +184,8 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
     mem_bound = blk.memory_bound_s_L * (1.0 + where(lay.recompute_L == 2.0, 1.0 / 3.0, 0.0, xp))
     comm_share = min(float(train.moe_comm_sms) / float(gpu.sm_count), 1.0)
     paired = _ep_paired(blk, n_attn, recompute_L, ep_one, comm_share, xp) if moe else xp.zeros_like(t_L)
-    synced = moe and train.moe_host_sync and "full_iteration" not in train.cuda_graph_scope and any(
-        op.name == SYNC_AFTER for op in ops)
     idle_paired = merged_layer_idle_s(ops, n_attn, [t.fwd_s_L for t in blk.by_op], [t.bwd_s_L for t in blk.by_op],
-                                      recompute_L, gpu, train, xp) if synced else idle
+                                      recompute_L, gpu, train, xp) if host_syncs(ops, train, moe) else idle
     return LayerTime(blk.fwd_s_L, blk.bwd_s_L, recompute_L, tp_fwd, tp_bwd, cp_fwd, cp_bwd, ep_one, ep_one, mem_bound,
                      idle, paired, idle_paired)
 
