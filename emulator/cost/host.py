@@ -73,6 +73,16 @@ def host_launches(ops: list[Op], train: TrainSpec) -> list[Any]:
     return out
 
 
+def backward_launches(ops: list[Op], train: TrainSpec) -> list[Any]:
+    """Host launches of each op's backward: ``HOST_BWD_LAUNCH_FACTOR`` per forward kernel when eager; a part
+    captured by a CUDA-graph scope replays its backward graph, one launch per run of consecutive ops, as in
+    forward (Transformer Engine captures the forward and the backward graph of a scope separately)."""
+    fwd = host_launches(ops, train)
+    scopes = set(train.cuda_graph_scope)
+    return [n if (op.graph_scope != "" and op.graph_scope in scopes) or "full_iteration" in scopes
+            else HOST_BWD_LAUNCH_FACTOR * op.kernels for op, n in zip(ops, fwd, strict=True)]
+
+
 def host_syncs(ops: list[Op], train: TrainSpec, moe: bool) -> bool:
     """True where the layer's host waits for the GPU once per pass: an MoE layer under dropless dispatch
     (``train.moe_host_sync``) with the dispatcher's preprocessing op to sync after."""
@@ -115,7 +125,8 @@ def layer_host_idle_s(ops: list[Op], fwd_s_L: list[Any], gpu_fwd_extra_L: Any, g
     launches = host_launches(ops, train)
     comm_launch = 0.0 if "full_iteration" in train.cuda_graph_scope or not moe else 1.0
     host_fwd = (sum(launches) + 2.0 * comm_launch) * c
-    host_bwd_L = HOST_BWD_LAUNCH_FACTOR * host_fwd + recompute_full_L * host_fwd
+    host_bwd_L = (sum(backward_launches(ops, train)) + HOST_BWD_LAUNCH_FACTOR * 2.0 * comm_launch) * c \
+        + recompute_full_L * host_fwd
     idle_bwd_L = xp.maximum(host_bwd_L - gpu_bwd_L, 0.0)
     names = [op.name for op in ops]
     if host_syncs(ops, train, moe):
@@ -156,17 +167,11 @@ def merged_layer_idle_s(ops: list[Op], n_attn: int, fwd_s_L: list[Any], bwd_s_L:
     :func:`layer_host_idle_s` for the micro-batches that run merged."""
     c = gpu.host_launch_s
     launches = host_launches(ops, train)
+    bwd = backward_launches(ops, train)
     at = [op.name for op in ops].index(SYNC_AFTER) + 1
-    scopes = set(train.cuda_graph_scope)
-
-    def bwd_launches(i: int) -> Any:
-        op = ops[i]
-        captured = op.graph_scope != "" and op.graph_scope in scopes
-        return launches[i] if captured else HOST_BWD_LAUNCH_FACTOR * op.kernels
-
-    seq = [HostStep(bwd_s_L[i], bwd_launches(i)) for i in reversed(range(n_attn, len(ops)))]
+    seq = [HostStep(bwd_s_L[i], bwd[i]) for i in reversed(range(n_attn, len(ops)))]
     seq += [HostStep(fwd_s_L[i], launches[i]) for i in range(at, len(ops))]
-    attn_bwd = [HostStep(bwd_s_L[i], bwd_launches(i)) for i in reversed(range(n_attn))]
+    attn_bwd = [HostStep(bwd_s_L[i], bwd[i]) for i in reversed(range(n_attn))]
     attn_bwd[-1] = HostStep(attn_bwd[-1].gpu_s_L + recompute_L, attn_bwd[-1].launches)
     seq += attn_bwd
     seq += [HostStep(fwd_s_L[i], launches[i]) for i in range(at)]

@@ -13,6 +13,7 @@ from emulator import catalogue
 from emulator.cost.host import (
     HOST_BWD_LAUNCH_FACTOR,
     HostStep,
+    backward_launches,
     host_launches,
     layer_host_idle_s,
     merged_layer_idle_s,
@@ -83,6 +84,25 @@ def test_graph_scopes_replace_kernel_launches_by_one_graph_launch() -> None:
         if i not in captured:
             assert np.all(np.asarray(scoped[i]) == np.asarray(op.kernels)), names[i]
     full = host_launches(ops, dataclasses.replace(train, cuda_graph_scope=("full_iteration",)))
+    assert all(n == 0.0 for n in full)
+
+
+def test_backward_replays_a_captured_scope_once() -> None:
+    """Backward launches: two per forward kernel when eager; a captured scope replays its backward graph, one
+    launch per run of its ops, as in forward; nothing under a full-iteration graph."""
+    ops, train, _ = _moe_case()
+    eager = backward_launches(ops, train)
+    assert [float(np.asarray(n).max()) for n in eager] == [
+        HOST_BWD_LAUNCH_FACTOR * float(np.asarray(op.kernels).max()) for op in ops]
+    scoped_train = dataclasses.replace(train, cuda_graph_scope=("attn", "moe_router", "moe_preprocess"))
+    scoped = backward_launches(ops, scoped_train)
+    fwd = host_launches(ops, scoped_train)
+    for op, b, f in zip(ops, scoped, fwd, strict=True):
+        if op.graph_scope in ("attn", "moe_router", "moe_preprocess"):
+            assert b == f
+        else:
+            assert np.all(np.asarray(b) == HOST_BWD_LAUNCH_FACTOR * np.asarray(op.kernels))
+    full = backward_launches(ops, dataclasses.replace(train, cuda_graph_scope=("full_iteration",)))
     assert all(n == 0.0 for n in full)
 
 
