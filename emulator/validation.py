@@ -274,3 +274,49 @@ def ep_dispatch_rows() -> list[DispatchRow]:
             t = fabric.all_to_all_s(np.asarray([token_bytes * float(setup["experts_per_token"])]), n, one, np)
         out.append(DispatchRow(gpu_name, dispatcher, int(ep), (dispatch_us + combine_us) / 2.0 * 1e-6, float(t[0])))
     return out
+
+
+@dataclass(frozen=True)
+class ImbalanceRow:
+    """One published forced-balance / dropless pair and the load imbalance that reproduces it."""
+
+    seq_len: int
+    tp: int
+    cp: int
+    published_ratio: float
+    """Dropless step over forced-balance step (= forced over dropless TFLOP/s, one FLOP count)."""
+    implied_imbalance: float
+    """``train.moe_load_imbalance`` at which the model's dropless/forced step ratio equals the published one."""
+
+
+def _imbalance_step_s(setup: dict[str, Any], seq: int, tp: int, cp: int, imbalance: float) -> float:
+    pp = int(setup["parallel"]["pp"])
+    dp = int(setup["num_gpus"]) // (tp * cp * pp)
+    row = {"id": f"imbalance_{seq}", "gpu": setup["gpu"], "num_gpus": setup["num_gpus"], "cluster": setup["cluster"],
+           "model": setup["model"],
+           "parallel": {**setup["parallel"], "tp": tp, "cp": cp, "dp": dp},
+           "train": {**setup["train"], "seq_len": seq, "moe_load_imbalance": imbalance},
+           "overlap": {"ep_comm": False}}
+    model, train, cluster, lay = build_row(row)
+    return float(nominal(model, train, cluster, lay, np).step_time_s_L[0])
+
+
+def imbalance_rows() -> list[ImbalanceRow]:
+    """Every pair of ``validation/moe_imbalance.yaml`` with its implied load imbalance (bisection on
+    ``[1, 4]``: the step grows monotonically with the imbalance)."""
+    with open(validation_dir() / "moe_imbalance.yaml", encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    setup = data["setup"]
+    out = []
+    for seq, tp, cp, forced_tflops, dropless_tflops in data["pairs"]:
+        ratio = float(forced_tflops) / float(dropless_tflops)
+        balanced = _imbalance_step_s(setup, int(seq), int(tp), int(cp), 1.0)
+        lo, hi = 1.0, 4.0
+        for _ in range(30):
+            mid = (lo + hi) / 2.0
+            if _imbalance_step_s(setup, int(seq), int(tp), int(cp), mid) / balanced < ratio:
+                lo = mid
+            else:
+                hi = mid
+        out.append(ImbalanceRow(int(seq), int(tp), int(cp), ratio, (lo + hi) / 2.0))
+    return out

@@ -16,6 +16,7 @@ from emulator.validation import (
     ep_dispatch_rows,
     evaluate,
     evaluate_all,
+    imbalance_rows,
     load_rows,
     op_table,
     summary,
@@ -118,6 +119,12 @@ def main() -> None:
     for d in ep_dispatch_rows():
         print(f"  {d.gpu:6s} {d.dispatcher:8s} EP{d.ep:<3d} published {d.measured_s * 1e6:7.0f} us   "
               f"predicted {d.predicted_s * 1e6:7.0f} us   {d.ratio - 1.0:+6.1%}")
+    print("\ndropless routing's load imbalance implied by forced-balance / dropless pairs"
+          "\n(validation/moe_imbalance.yaml, Qwen3-235B-A22B on 256 H100, EP8): the train.moe_load_imbalance"
+          "\nthat reproduces each published ratio:")
+    for im in imbalance_rows():
+        print(f"  seq {im.seq_len:6d}  TP{im.tp} CP{im.cp}  dropless/forced step {im.published_ratio:.3f}  "
+              f"implied imbalance {im.implied_imbalance:.2f}")
     excluded = [r for r in results if r.excluded]
     if excluded:
         print(f"\nexcluded from the summaries ({len(excluded)} rows, printed above):")

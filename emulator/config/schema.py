@@ -138,6 +138,7 @@ class TrainConf:
     moe_host_sync: bool = True
     moe_dispatcher: str = "alltoall"
     moe_fp8_padding: str = "auto"
+    moe_load_imbalance: float = 1.0
     moe_comm_sms: int = 20
 
 

@@ -19,7 +19,8 @@ GQA, gated MLPs, MoE and fused attention; ``Tn = T/tp`` with sequence parallelis
   ``3 a s T/tp`` with dropout);
 - MLP: norm input ``2 Tn h``, fc1 input ``2 Tn h``, fc1 output ``2 g T f/tp``, activation output
   ``2 T f/tp``, dropout mask ``Tn h``; MoE: fc1 input ``2 T k etp h / tp`` (the pairs a GPU computes),
-  output and activation ``mlp(T k, f)`` (``T k etp / tp`` pairs on ``f / etp``), router probabilities
+  output and activation ``mlp(T k, f)`` (``T k etp / tp`` pairs on ``f / etp``), both times
+  ``train.moe_load_imbalance`` (the busiest rank's pairs over the mean), router probabilities
   ``4 Tn E``, plus the shared MLP.
 
 For GPT (q = kv = h, f = 4h, dropout, unfused, no SP) this is ``s b h (34 + 5 a s / h)`` and with
@@ -122,7 +123,8 @@ def activation_bytes_per_layer(model: ModelSpec, train: TrainSpec, lay: LayoutBa
         fe = float(model.expert_ffn_hidden_size)
         # fc1 input: the T k etp / tp pairs this GPU computes (after the expert-TP all-gather); the
         # expert intermediates, T k etp / tp pairs on f / etp, come to mlp(T k, f) whatever etp is.
-        block = 4.0 * Tn_L * h + 4.0 * Tn_L * E + 2.0 * T_L * k * lay.etp_L * h / t_L + mlp(T_L * k, fe)
+        f_imb = float(train.moe_load_imbalance)  # the busiest rank keeps f times the mean routed pairs
+        block = 4.0 * Tn_L * h + 4.0 * Tn_L * E + f_imb * (2.0 * T_L * k * lay.etp_L * h / t_L + mlp(T_L * k, fe))
         if model.ffn_hidden_size:
             block = block + mlp(T_L, float(model.ffn_hidden_size))
     else:

@@ -267,7 +267,8 @@ def moe_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tokens, x
     ops.append(replace(_memory("moe_preprocess", FP32_BYTES * Tn_L * E, PREPROCESS_KERNELS, xp, T_L),
                        graph_scope="moe_preprocess"))
     sent_L = T_L * k / t_L  # token-expert pairs this GPU routes
-    routed_L = sent_L * e_L  # token-expert pairs this GPU computes
+    # token-expert pairs the busiest GPU computes (train.moe_load_imbalance over the balanced mean)
+    routed_L = sent_L * e_L * float(train.moe_load_imbalance)
     width_L = fe / e_L  # expert slice
     local_experts_L = E / lay.ep_L
     # permute (gather rows) and un-permute (weighted scatter-add) of the routed pairs: each reads and writes.

@@ -149,8 +149,8 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
         # the all-to-all and reduce-scatters them before the combine (T k etp / tp pairs of h after the
         # gather, ranks adjacent), outside the GEMMs: exposed, per direction.
         e_L = lay.etp_L
-        etp = 2.0 * fabric.reduce_scatter_s(ACT_BYTES * T_L * float(model.experts_per_token) * e_L / t_L * h, e_L,
-                                           one, xp)
+        etp = 2.0 * fabric.reduce_scatter_s(ACT_BYTES * T_L * float(model.experts_per_token) * e_L / t_L * h
+                                           * float(train.moe_load_imbalance), e_L, one, xp)
         tp_fwd, tp_bwd = tp_fwd + etp, tp_bwd + etp
     # CP: ring of cp-1 KV exchanges per direction (K and V forward; K, V, dK, dV backward).
     kv_width = float(model.num_heads * (model.qk_head_dim + model.value_head_dim)) if model.is_mla else float(
@@ -178,6 +178,7 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
             ep_one = 2.0 * fabric.all_to_all_s(a2a_bytes, lay.ep_L, lay.etp_L, xp)
     else:
         ep_one = xp.zeros_like(t_L)
+    ep_one = ep_one * float(train.moe_load_imbalance)  # the busiest receiver sets the all-to-all's pace
     full_L = as_float(lay.recompute_L == 2.0, xp)
     idle = layer_host_idle_s(ops, [t.fwd_s_L for t in blk.by_op], tp_fwd + cp_fwd,
                              blk.bwd_s_L + recompute_L + tp_bwd + cp_bwd + ep_one, ep_one, full_L, gpu, train, moe, xp)

@@ -62,6 +62,17 @@ class TrainSpec:
     quantization``, or the fused permute-and-pad of Megatron-LM PR #2763). auto: copy with the alltoall
     dispatcher, fused with flex (today's Megatron-Core). :func:`emulator.cost.ops._fp8_padding`."""
 
+    moe_load_imbalance: float = 1.0
+    """Routed tokens on the busiest expert-parallel rank over the mean, ``f >= 1``. Expert parallelism is
+    synchronous: the rank that receives the most (token, expert) pairs sets the pace of the expert
+    GEMMs, their element-wise ops and the dispatch/combine all-to-all (whose time is set by the busiest
+    receiver), so all of those scale by ``f``; the sender side (router, local permutation) does not.
+    1.0: balanced, as forced load balancing (``moe_router_force_load_balancing``) or token dropping
+    padded to capacity give. Dropless routing under an auxiliary load-balancing loss runs well above 1:
+    Megatron-MoE-ModelZoo's Qwen3-235B-A22B on 256 H100 (EP8, 16 experts per rank, mock data) measures
+    forced-balance against dropless throughput at four sequence lengths, and the cost model reproduces
+    all four ratios with one ``f`` of 1.86-1.90 (``validation/moe_imbalance.yaml``)."""
+
     moe_comm_sms: int = 20
     """SMs the expert-parallel dispatch/combine kernels hold while they run beside compute
     (``parallel.ep_comm_overlap``): Megatron-Core's ``moe_deepep_num_sms`` default, 20; DeepSeek-V3
@@ -90,6 +101,8 @@ class TrainSpec:
                 f"must be one of {', '.join(MOE_DISPATCHERS)}")
         require(self.moe_fp8_padding in MOE_FP8_PADDINGS, f"{p}.moe_fp8_padding", self.moe_fp8_padding,
                 f"must be one of {', '.join(MOE_FP8_PADDINGS)}")
+        require(self.moe_load_imbalance >= 1.0, f"{p}.moe_load_imbalance", self.moe_load_imbalance,
+                "must be >= 1 (the busiest rank's routed tokens over the mean)")
 
     @property
     def fp8_padding_copies(self) -> bool:

@@ -61,6 +61,7 @@ MUTATIONS: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("train", "attention_kernel"): st.sampled_from(["sdpa"]),
     ("train", "moe_dispatcher"): st.sampled_from(["deepep", ""]),
     ("train", "moe_fp8_padding"): st.sampled_from(["pad", "Copy"]),
+    ("train", "moe_load_imbalance"): st.sampled_from([0.5, -1.0]),
     ("train", "moe_comm_sms"): st.integers(-3, -1),
     ("model", "router_groups"): st.integers(-1, 9),
     ("model", "router_group_topk"): st.integers(-1, 9),
