@@ -9,6 +9,8 @@ Usage: python scripts/validate.py [--breakdown] [--markdown] [--row ID]
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from emulator.validation import (
     RowResult,
@@ -133,4 +135,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BrokenPipeError:  # output piped into a reader that stopped early (| head): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)

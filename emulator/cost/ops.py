@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from emulator.cost.arrays import as_float
 from emulator.cost.layout import LayoutBatch
 from emulator.spec.model import ModelSpec
 from emulator.spec.train import TrainSpec
@@ -39,6 +40,9 @@ code path; its ``moe_preprocess`` CUDA-graph scope)."""
 PERMUTE_KERNELS = 8.0
 """Token permutation launches: sort/argsort, index-select permute and the weighted scatter-add
 un-permute (an estimate from the same code path)."""
+SORT_CHUNKS_KERNELS = 2.0
+"""Launches of one sort of the received tokens by local expert under the alltoall dispatcher: Transformer
+Engine's fused ``moe_sort_chunks_by_index`` builds the row map and then moves the rows (two kernels)."""
 
 GEMM = "gemm"
 """A GEMM in the run's precision (FP8 under fp8 training)."""
@@ -273,6 +277,8 @@ def moe_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tokens, x
     local_experts_L = E / lay.ep_L
     # permute (gather rows) and un-permute (weighted scatter-add) of the routed pairs: each reads and writes.
     ops.append(_memory("moe_permute", 4.0 * ACT_BYTES * sent_L * h, PERMUTE_KERNELS, xp, T_L))
+    if train.moe_dispatcher == "alltoall":
+        ops.append(_sort_chunks(routed_L, local_experts_L, h, xp))
     if train.fp8_padding_copies:
         ops.append(_fp8_padding(routed_L, h, xp, T_L))
     fc1_L = 2.0 * routed_L * h * g * width_L
@@ -293,6 +299,27 @@ def moe_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tokens, x
         ops.extend(mlp_ops(model, train, lay, tok, model.ffn_hidden_size, xp, prefix="shared", with_norm=False))
     ops.append(_residual("mlp_residual", train, Tn_L, h, xp))
     return ops
+
+
+def _sort_chunks(routed_L: Any, local_experts_L: Any, h: float, xp: Any) -> Op:
+    """The alltoall dispatcher's second permutation: sort the received tokens by local expert, and its inverse
+    before the combine.
+
+    Megatron-Core's ``MoEAlltoAllTokenDispatcher`` permutes each GPU's tokens by destination expert before the
+    all-to-all (``moe_permute``). What a GPU receives is ordered by source rank, then expert, so where it holds
+    more than one expert (``E / ep > 1``) it sorts the rows by local expert for the grouped GEMM ("Permutation
+    2": ``sort_chunks_by_idxs``; with token dropping a ``transpose(0, 1).contiguous()`` of the capacity-padded
+    rows, also a copy) and restores the source order after the experts ("Unpermutation 2"). Each of the two
+    reads and writes all ``routed`` rows: forward bytes ``2 copies * 2 (read, write) * e * routed * h``; the
+    backward runs the inverse permutations on the gradients, the same traffic (backward factor 1). The flex
+    dispatcher (DeepEP, HybridEP) receives rows it permutes once by local expert, which ``moe_permute``
+    already counts, so it has no such op. With one local expert there is nothing to sort: no bytes, no
+    launches."""
+    several_L = as_float(local_experts_L > 1.0, xp)
+    copies = 2.0  # sort after the dispatch, restore before the combine
+    zero_L = xp.zeros_like(routed_L)
+    return Op("moe_sort_chunks", MEMORY, zero_L, several_L * copies * 2.0 * ACT_BYTES * routed_L * h, zero_L,
+              kernels=several_L * copies * SORT_CHUNKS_KERNELS, bwd_factor=1.0)
 
 
 FP8_PAD_KERNELS = 3.0

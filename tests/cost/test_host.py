@@ -49,6 +49,21 @@ def test_synced_pass_gpu_bound_by_hand() -> None:
     assert synced_idle_s(steps, 1 * US, np)[0] == pytest.approx(1 * US)
 
 
+def test_launches_varying_over_layouts_match_one_layout_at_a_time() -> None:
+    """An op's launches may be an array over layouts, zero where the op is absent (the alltoall sort with one local
+    expert): each layout's idle equals the same pass computed with its own scalar launch counts, and a zero-launch
+    step adds its GPU time and no host launch."""
+    c = 10 * US
+    k_L = np.array([4.0, 0.0])
+    g_L = np.array([8 * US, 0.0])
+    steps = [HostStep(np.array([5 * US, 5 * US]), 2.0), HostStep(g_L, k_L), HostStep(np.array([100 * US] * 2), 1.0)]
+    idle_L = synced_idle_s(steps, c, np)
+    for i in range(2):
+        one = [HostStep(_a(5 * US), 2.0), HostStep(_a(float(g_L[i])), float(k_L[i])), HostStep(_a(100 * US), 1.0)]
+        assert idle_L[i] == pytest.approx(synced_idle_s(one, c, np)[0], abs=1e-15)
+    assert idle_L[1] == pytest.approx(25 * US)  # as test_synced_pass_by_hand: the absent op changes nothing
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.floats(0.0, 1e-3), st.integers(0, 40)), min_size=1, max_size=12),
        st.floats(1e-7, 1e-4))

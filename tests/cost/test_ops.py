@@ -219,6 +219,38 @@ def test_fp8_padding_copies_by_hand() -> None:
     assert names.index("moe_permute") < names.index("expert_fp8_pad") < names.index("expert_fc1")
 
 
+def test_alltoall_sort_by_local_expert_by_hand() -> None:
+    """All-to-all dispatcher, 2 local experts (E 8 / ep 4), tp 2 with expert TP 2: each GPU holds T k etp / tp
+    received rows of h and sorts them by local expert after the dispatch and back before the combine: forward
+    bytes 2 copies x (read 2 B + write 2 B) x rows x h, backward the same (factor 1), 2 launches per sort; between
+    the permutation and the expert GEMMs."""
+    h, k, tp, etp, T = 512, 2, 2, 2, 2048
+    ops = layer_ops(MOE, TRAIN, one_layout(tp=tp, dp=4, ep=4, etp=etp, micro_batch=1), np, moe=True)
+    sort = by_name(ops)["moe_sort_chunks"]
+    rows = T * k * etp / tp
+    assert nbytes(sort) == pytest.approx(2 * (2 + 2) * rows * h, rel=1e-12)
+    assert sort.backward_factor == 1.0 and float(np.asarray(sort.kernels)[0]) == 4.0
+    names = [op.name for op in ops]
+    assert names.index("moe_permute") < names.index("moe_sort_chunks") < names.index("expert_fc1")
+
+
+@pytest.mark.parametrize(("ep", "dispatcher", "sorted_"), [
+    (4, "alltoall", True),
+    (8, "alltoall", False),  # one local expert: received rows are already grouped
+    (4, "flex", False),  # DeepEP / HybridEP: the one local permutation is moe_permute
+])
+def test_sort_by_local_expert_only_for_alltoall_with_several_local_experts(ep: int, dispatcher: str,
+                                                                           sorted_: bool) -> None:
+    train = dataclasses.replace(TRAIN, moe_dispatcher=dispatcher)
+    ops = by_name(layer_ops(MOE, train, one_layout(tp=1, dp=8, ep=ep), np, moe=True))
+    if dispatcher == "flex":
+        assert "moe_sort_chunks" not in ops
+        return
+    sort = ops["moe_sort_chunks"]
+    assert (nbytes(sort) > 0.0) is sorted_
+    assert (float(np.asarray(sort.kernels)[0]) > 0.0) is sorted_
+
+
 @pytest.mark.parametrize(("changes", "copies"), [
     ({}, True),  # fp8, dropless (host sync), all-to-all, auto
     ({"moe_dispatcher": "flex"}, False),  # auto: flex pads inside its permutation
