@@ -27,8 +27,10 @@ regimes:
   layer, rotated to start just after the sync; the exposed dispatch and combine all-to-alls are GPU
   time at their places with one host launch each.
 
-Backward issues about two kernels per forward kernel (:data:`HOST_BWD_LAUNCH_FACTOR`) and has no sync,
-so it idles ``max(H_bwd - G_bwd, 0)``. Under the MoE all-to-all overlap the forward of one micro-batch and
+Backward issues each op's backward kernels (:attr:`emulator.cost.ops.Op.backward_launches_per_kernel` per forward
+kernel: two for a GEMM, three for fused attention, two for a norm, one for an element-wise or copy kernel, none
+for the dispatcher's token counting; one launch per backward all-to-all) and has no sync, so it idles
+``max(H_bwd - G_bwd, 0)``. Under the MoE all-to-all overlap the forward of one micro-batch and
 the backward of another run as one merged layer, so the backward's launches follow the sync too
 (:func:`merged_layer_idle_s`).
 """
@@ -43,8 +45,6 @@ from emulator.cost.ops import Op
 from emulator.spec.gpu import GpuSpec
 from emulator.spec.train import TrainSpec
 
-HOST_BWD_LAUNCH_FACTOR = 2.0
-"""Autograd launches about two kernels per forward kernel (data and weight gradients)."""
 SYNC_AFTER = "moe_preprocess"
 """The op at whose end the dropless dispatcher's device-to-host copy of the tokens per expert waits."""
 
@@ -75,13 +75,13 @@ def host_launches(ops: list[Op], train: TrainSpec) -> list[Any]:
 
 
 def backward_launches(ops: list[Op], train: TrainSpec) -> list[Any]:
-    """Host launches of each op's backward: ``HOST_BWD_LAUNCH_FACTOR`` per forward kernel when eager; a part
+    """Host launches of each op's backward: its backward kernels per forward kernel when eager; a part
     captured by a CUDA-graph scope replays its backward graph, one launch per run of consecutive ops, as in
     forward (Transformer Engine captures the forward and the backward graph of a scope separately)."""
     fwd = host_launches(ops, train)
     scopes = set(train.cuda_graph_scope)
     return [n if (op.graph_scope != "" and op.graph_scope in scopes) or "full_iteration" in scopes
-            else HOST_BWD_LAUNCH_FACTOR * op.kernels for op, n in zip(ops, fwd, strict=True)]
+            else op.backward_launches_per_kernel * op.kernels for op, n in zip(ops, fwd, strict=True)]
 
 
 def host_syncs(ops: list[Op], train: TrainSpec, moe: bool) -> bool:
@@ -133,7 +133,7 @@ def layer_host_idle_s(ops: list[Op], fwd_s_L: list[Any], gpu_fwd_extra_L: Any, g
     launches = host_launches(ops, train)
     comm_launch = 0.0 if "full_iteration" in train.cuda_graph_scope or not moe else 1.0
     host_fwd = (sum(launches) + 2.0 * comm_launch) * c
-    host_bwd_L = (sum(backward_launches(ops, train)) + HOST_BWD_LAUNCH_FACTOR * 2.0 * comm_launch) * c \
+    host_bwd_L = (sum(backward_launches(ops, train)) + 2.0 * comm_launch) * c \
         + recompute_full_L * host_fwd
     idle_bwd_L = xp.maximum(host_bwd_L - gpu_bwd_L, 0.0)
     names = [op.name for op in ops]
@@ -170,7 +170,7 @@ def merged_layer_idle_s(ops: list[Op], n_attn: int, fwd_s_L: list[Any], bwd_s_L:
     A's attention backward (with any recomputation), then phase 1 of the next layer (B's attention,
     router and preprocessing) up to the next sync. The wait is the max-plus recurrence of
     :func:`synced_idle_s` over that sequence: unlike an unmerged layer, the backward's launches
-    (``HOST_BWD_LAUNCH_FACTOR`` per forward kernel; one graph replay for a captured scope) come after a
+    (:func:`backward_launches`; one graph replay for a captured scope) come after a
     sync too, so the host cannot run ahead of them. This replaces the forward and backward waits of
     :func:`layer_host_idle_s` for the micro-batches that run merged."""
     c = gpu.host_launch_s

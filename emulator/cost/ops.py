@@ -57,6 +57,17 @@ MEMORY = "memory"
 
 BACKWARD_FACTOR = {GEMM: 2.0, GEMM_BF16: 2.0, ATTENTION: 2.5, ATTENTION_FA2: 2.5, MEMORY: 2.0}
 
+BACKWARD_LAUNCHES = {GEMM: 2.0, GEMM_BF16: 2.0, ATTENTION: 3.0, ATTENTION_FA2: 3.0, MEMORY: 1.0}
+"""Backward kernel launches per forward kernel, by kind (what the host issues in backward, :mod:`host`). A GEMM:
+its data-gradient and weight-gradient GEMMs. Fused attention: FlashAttention-2's backward is three kernels
+(``flash_bwd_dot_do_o_kernel``, ``flash_bwd_dq_dk_dv_loop_seqk_parallel_kernel``,
+``flash_bwd_convert_dq_kernel``), the structure cuDNN's fused backward shares. An element-wise or copy kernel:
+one kernel on the gradient (norms have their own count, :data:`NORM_BWD_LAUNCHES`; integer bookkeeping
+without a gradient, none)."""
+NORM_BWD_LAUNCHES = 2.0
+"""Transformer Engine's RMSNorm/LayerNorm backward: ``rmsnorm_bwd_tuned_kernel`` and the cross-CTA weight-gradient
+reduction ``rmsnorm_bwd_finalize_tuned_kernel`` per forward kernel."""
+
 
 @dataclass(frozen=True)
 class Op:
@@ -77,10 +88,16 @@ class Op:
     graph_scope: str = ""
     """The ``train.cuda_graph_scope`` entry that captures this op (``attn``, ``mlp``, ``moe_router``,
     ``moe_preprocess``); empty: only a full-iteration graph does."""
+    bwd_launches: float = -1.0
+    """Backward kernel launches per forward kernel; negative takes the kind's default (:data:`BACKWARD_LAUNCHES`)."""
 
     @property
     def backward_factor(self) -> float:
         return self.bwd_factor or BACKWARD_FACTOR[self.kind]
+
+    @property
+    def backward_launches_per_kernel(self) -> float:
+        return self.bwd_launches if self.bwd_launches >= 0.0 else BACKWARD_LAUNCHES[self.kind]
 
 
 @dataclass(frozen=True)
@@ -107,9 +124,10 @@ def _gemm(name: str, flops_L: Any, m_L: Any, k: Any, n: Any, kind: str = GEMM, c
 
 
 def _memory(name: str, bytes_L: Any, kernels: float, xp: Any, like: Any, recomputed: bool = False,
-            bwd: float = 0.0) -> Op:
+            bwd: float = 0.0, bwd_launches: float = -1.0) -> Op:
     zero_L = xp.zeros_like(like)
-    return Op(name, MEMORY, zero_L, bytes_L, zero_L, kernels=kernels, recomputed_selective=recomputed, bwd_factor=bwd)
+    return Op(name, MEMORY, zero_L, bytes_L, zero_L, kernels=kernels, recomputed_selective=recomputed, bwd_factor=bwd,
+              bwd_launches=bwd_launches)
 
 
 def in_scope(ops: list[Op], scope: str) -> list[Op]:
@@ -148,7 +166,8 @@ def attention_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tok
     t_L, T_L, Tn_L = lay.tp_L, tok.T_L, tok.Tn_L
     e = ACT_BYTES
     wb = 1.0 if train.precision == "fp8" else ACT_BYTES
-    ops: list[Op] = [_memory("attn_norm", 2.0 * e * Tn_L * h, 1.0, xp, T_L, bwd=NORM_BWD)]
+    ops: list[Op] = [_memory("attn_norm", 2.0 * e * Tn_L * h, 1.0, xp, T_L, bwd=NORM_BWD,
+                             bwd_launches=NORM_BWD_LAUNCHES)]
     dqk, dv = float(model.qk_head_dim), float(model.value_head_dim)
     if model.is_mla:
         # Down-projections (h -> q_lora, h -> kv_lora + rope) then per-head up-projections.
@@ -167,7 +186,7 @@ def attention_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tok
     if model.qk_norm and not model.is_mla:
         # Per-head RMSNorm of queries and keys (Qwen3): read and write q + kv per token, one kernel each.
         qk_L = (a * model.head_dim + float(model.num_kv_heads * model.head_dim)) / t_L
-        ops.append(_memory("qk_norm", 2.0 * e * T_L * qk_L, 2.0, xp, T_L, bwd=NORM_BWD))
+        ops.append(_memory("qk_norm", 2.0 * e * T_L * qk_L, 2.0, xp, T_L, bwd=NORM_BWD, bwd_launches=NORM_BWD_LAUNCHES))
     ops.append(_memory("rotary", 2.0 * e * T_L * qkv_width_L, 2.0, xp, T_L, bwd=ROTARY_BWD))
     keys = mean_attended_keys(model, train.seq_len)
     heads_L = a / t_L
@@ -235,7 +254,8 @@ def mlp_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tokens, f
     wb = 1.0 if train.precision == "fp8" else ACT_BYTES
     ops: list[Op] = []
     if with_norm:
-        ops.append(_memory("mlp_norm", 2.0 * ACT_BYTES * Tn_L * h, 1.0, xp, T_L, bwd=NORM_BWD))
+        ops.append(_memory("mlp_norm", 2.0 * ACT_BYTES * Tn_L * h, 1.0, xp, T_L, bwd=NORM_BWD,
+                         bwd_launches=NORM_BWD_LAUNCHES))
     ops.append(_gemm(f"{prefix}_fc1", 2.0 * T_L * h * g * f / t_L, T_L, h, g * f / t_L, weight_bytes=wb))
     ops.append(_memory(f"{prefix}_act", ACT_BYTES * T_L * (g + 1.0) * f / t_L, 1.0, xp, T_L, bwd=_act_bwd(g)))
     ops.append(_gemm(f"{prefix}_fc2", 2.0 * T_L * f * h / t_L, T_L, f / t_L, h, weight_bytes=wb))
@@ -261,14 +281,15 @@ def moe_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tokens, x
     fe, g = float(model.expert_ffn_hidden_size), 2.0 if model.gated_mlp else 1.0
     t_L, T_L, Tn_L, e_L = lay.tp_L, tok.T_L, tok.Tn_L, lay.etp_L
     wb = 1.0 if train.precision == "fp8" else ACT_BYTES
-    ops: list[Op] = [_memory("mlp_norm", 2.0 * ACT_BYTES * Tn_L * h, 1.0, xp, T_L, bwd=NORM_BWD)]
+    ops: list[Op] = [_memory("mlp_norm", 2.0 * ACT_BYTES * Tn_L * h, 1.0, xp, T_L, bwd=NORM_BWD,
+                         bwd_launches=NORM_BWD_LAUNCHES)]
     ops.append(_gemm("router", 2.0 * Tn_L * h * E, Tn_L, h, E, kind=GEMM_BF16))
     # softmax + top-k over E logits in fp32: read, write probabilities, write indices.
     ops.append(_memory("router_topk", 3.0 * FP32_BYTES * Tn_L * E, ROUTER_KERNELS, xp, T_L))
     ops = in_scope(ops, "moe_router")
     # Tokens per expert (Tn E int32 routing map read, E counts written); then, under moe_host_sync, the
     # counts go to the host (the sync of emulator.cost.host sits at the end of this op).
-    ops.append(replace(_memory("moe_preprocess", FP32_BYTES * Tn_L * E, PREPROCESS_KERNELS, xp, T_L),
+    ops.append(replace(_memory("moe_preprocess", FP32_BYTES * Tn_L * E, PREPROCESS_KERNELS, xp, T_L, bwd_launches=0.0),
                        graph_scope="moe_preprocess"))
     sent_L = T_L * k / t_L  # token-expert pairs this GPU routes
     # token-expert pairs the busiest GPU computes (train.moe_load_imbalance over the balanced mean)
@@ -383,7 +404,8 @@ def logits_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, xp: Any) ->
     h, V, t_L, T_L = float(model.hidden_size), float(model.vocab_size), lay.tp_L, tok.T_L
     flops_L = 2.0 * T_L * h * V / t_L
     return [
-        _memory("final_norm", 2.0 * ACT_BYTES * tok.Tn_L * h, 1.0, xp, T_L, bwd=NORM_BWD),
+        _memory("final_norm", 2.0 * ACT_BYTES * tok.Tn_L * h, 1.0, xp, T_L, bwd=NORM_BWD,
+                bwd_launches=NORM_BWD_LAUNCHES),
         _gemm("logits", flops_L, T_L, h, V / t_L, kind=GEMM_BF16),
         _memory("cross_entropy", CE_FWD_BYTES * T_L * V / t_L, 6.0, xp, T_L, bwd=CE_BWD_BYTES / CE_FWD_BYTES),
     ]

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from emulator import catalogue
 from emulator.cost.host import (
-    HOST_BWD_LAUNCH_FACTOR,
     HostStep,
     backward_launches,
     host_launches,
@@ -102,13 +101,30 @@ def test_graph_scopes_replace_kernel_launches_by_one_graph_launch() -> None:
     assert all(n == 0.0 for n in full)
 
 
-def test_backward_replays_a_captured_scope_once() -> None:
-    """Backward launches: two per forward kernel when eager; a captured scope replays its backward graph, one
-    launch per run of its ops, as in forward; nothing under a full-iteration graph."""
+# Backward kernels per forward kernel, written out: GEMMs (data and weight gradients) 2, fused attention 3
+# (FlashAttention-2: dot(dO, O), the main kernel, the dQ conversion), norms 2 (TE's backward and its
+# weight-gradient finalize), the dispatcher's token counting 0 (no gradient), every other element-wise or copy op 1.
+BWD_PER_KERNEL = {"qkv_proj": 2.0, "out_proj": 2.0, "router": 2.0, "expert_fc1": 2.0, "expert_fc2": 2.0,
+                  "attention_core": 3.0, "attn_norm": 2.0, "mlp_norm": 2.0, "qk_norm": 2.0, "moe_preprocess": 0.0}
+
+
+def test_backward_launches_per_op_by_hand() -> None:
+    """Eager backward launches of each op of an MoE layer: its kernels times the backward kernels of its kind."""
     ops, train, _ = _moe_case()
     eager = backward_launches(ops, train)
-    assert [float(np.asarray(n).max()) for n in eager] == [
-        HOST_BWD_LAUNCH_FACTOR * float(np.asarray(op.kernels).max()) for op in ops]
+    for op, b in zip(ops, eager, strict=True):
+        per = BWD_PER_KERNEL.get(op.name, 1.0)
+        assert float(np.asarray(b).max()) == per * float(np.asarray(op.kernels).max()), op.name
+    # a Qwen3-30B MoE layer eager: forward launches against backward launches
+    fwd = sum(float(np.asarray(n).max()) for n in host_launches(ops, train))
+    assert sum(float(np.asarray(n).max()) for n in eager) < 2.0 * fwd
+
+
+def test_backward_replays_a_captured_scope_once() -> None:
+    """A captured scope replays its backward graph, one launch per run of its ops, as in forward; eager ops keep
+    their backward kernels; nothing under a full-iteration graph."""
+    ops, train, _ = _moe_case()
+    eager = backward_launches(ops, train)
     scoped_train = dataclasses.replace(train, cuda_graph_scope=("attn", "moe_router", "moe_preprocess"))
     scoped = backward_launches(ops, scoped_train)
     fwd = host_launches(ops, scoped_train)
@@ -116,7 +132,7 @@ def test_backward_replays_a_captured_scope_once() -> None:
         if op.graph_scope in ("attn", "moe_router", "moe_preprocess"):
             assert b == f
         else:
-            assert np.all(np.asarray(b) == HOST_BWD_LAUNCH_FACTOR * np.asarray(op.kernels))
+            assert np.all(np.asarray(b) == np.asarray(eager[ops.index(op)]))
     full = backward_launches(ops, dataclasses.replace(train, cuda_graph_scope=("full_iteration",)))
     assert all(n == 0.0 for n in full)
 
@@ -132,7 +148,8 @@ def _layer_idle(gpu_name: str, **train_changes: object) -> float:
 
 
 def test_unsynced_idle_is_the_aggregate_deficit_by_hand() -> None:
-    """Without a sync (token drop) forward idles max(H - G, 0) and backward max(2H - G_bwd, 0)."""
+    """Without a sync (token drop) forward idles max(H - G, 0) and backward max(H_bwd - G_bwd, 0), H_bwd the
+    backward launches (per op, plus the two backward all-to-alls) times the launch cost."""
     ops, train, _ = _moe_case(moe_host_sync=False)
     gpu = catalogue.gpu("gb200")
     blk = block_time(ops, gpu, train.precision, np)
@@ -141,8 +158,9 @@ def test_unsynced_idle_is_the_aggregate_deficit_by_hand() -> None:
                              np)
     launches = sum(float(np.asarray(n).max()) for n in host_launches(ops, train)) + 2.0  # + dispatch and combine
     host_fwd = launches * gpu.host_launch_s
-    expected = max(host_fwd - float(blk.fwd_s_L[0]), 0.0) + max(HOST_BWD_LAUNCH_FACTOR * host_fwd
-                                                                 - float(blk.bwd_s_L[0]), 0.0)
+    bwd_launches = sum(BWD_PER_KERNEL.get(op.name, 1.0) * float(np.asarray(op.kernels).max()) for op in ops) + 2.0
+    host_bwd = bwd_launches * gpu.host_launch_s
+    expected = max(host_fwd - float(blk.fwd_s_L[0]), 0.0) + max(host_bwd - float(blk.bwd_s_L[0]), 0.0)
     assert float(idle[0]) == pytest.approx(expected)
     assert expected > 0.0  # Qwen3-30B on GB200 at MBS 4 is host-bound when eager
 
@@ -163,13 +181,15 @@ def test_bad_graph_scope_is_one_line_error() -> None:
 
 
 def _op(name: str, kernels: float, scope: str = "") -> Op:
+    """A hand-made op with two backward launches per forward kernel (as a GEMM has)."""
     zero = np.zeros(1)
-    return Op(name, "memory", zero, zero, zero, kernels=kernels, graph_scope=scope)
+    return Op(name, "memory", zero, zero, zero, kernels=kernels, graph_scope=scope, bwd_launches=2.0)
 
 
 def test_merged_layer_idle_by_hand() -> None:
-    """A three-op layer, c = 10 us: attention "a" (1 kernel; 10 us forward, 20 backward, + 5 us recompute),
-    "moe_preprocess" (1 kernel, 1 / 2 us; B's sync at its end) and the MLP op "m" (2 kernels, 20 / 40 us). After
+    """A three-op layer, c = 10 us, two backward launches per kernel: attention "a" (1 kernel; 10 us forward, 20
+    backward, + 5 us recompute), "moe_preprocess" (1 kernel, 1 / 2 us; B's sync at its end) and the MLP op "m"
+    (2 kernels, 20 / 40 us). After
     the sync: m backward (4 launches), preprocess backward (2), m forward (2), a backward (2), then the next
     layer's a forward (1) and preprocess forward (1). F_i = max(F_(i-1) + g, H + c + g, H + k c + g / k):
     m bwd 50 (H 40); pre bwd max(52, 52, 61) = 61 (H 60); m fwd max(81, 90, 90) = 90 (H 80);

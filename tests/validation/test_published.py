@@ -64,7 +64,8 @@ def test_mean_error_stays_within_the_guard(results: list[RowResult]) -> None:
     (PR #5728) came in: the model matches their host-free full-CUDA-graph 235B row (+2.2%) and the tuned H100 rows,
     but misses the eager-stack rows and Qwen3-30B on GB200 by 15-32% (README: known misses), which put the mean
     at 5.11%; the host launch model (5.01%) and the FP8 padding copies around the expert GEMMs (4.98%) brought it
-    back within the issue's 5%."""
+    back within the issue's 5%; the alltoall dispatcher's sort by local expert (4.71%) and per-op backward launches
+    (4.66%) since."""
     assert summary(results)["mean_abs_error"] <= 0.050
 
 
@@ -78,11 +79,11 @@ def test_dense_rows(results: list[RowResult]) -> None:
 
 
 def test_moe_rows_stay_within_the_guard(results: list[RowResult]) -> None:
-    """MoE rows are never fitted; today they are the weak part of the model (README: known misses): mean 9.3%,
-    12 rows beyond 12%."""
+    """MoE rows are never fitted; today they are the weak part of the model (README: known misses): mean 8.2%,
+    11 rows beyond 12% (a ratchet: it was 12 before the alltoall sort and the per-op backward launches)."""
     moe = [r for r in results if r.moe]
-    assert summary(moe)["mean_abs_error"] <= 0.10
-    assert len([r for r in moe if abs(r.error) > 0.12]) <= 12
+    assert summary(moe)["mean_abs_error"] <= 0.09
+    assert len([r for r in moe if abs(r.error) > 0.12]) <= 11
 
 
 def test_token_drop_qwen3_on_h100(results: list[RowResult]) -> None:
