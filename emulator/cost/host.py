@@ -93,17 +93,15 @@ def host_syncs(ops: list[Op], train: TrainSpec, moe: bool) -> bool:
 def _ramp_finish(prev_finish_L: Any, issued_before_L: Any, step: HostStep, c: float, xp: Any) -> Any:
     """``F_i`` of the recurrence in the module docstring."""
     g, k = step.gpu_s_L, step.launches
+    if isinstance(k, float) and k == 0.0:
+        return prev_finish_L + g
+    first = issued_before_L + c + g
+    last = issued_before_L + k * c + g / (k if isinstance(k, float) else xp.maximum(k, 1.0))
+    ramp_L = xp.maximum(xp.maximum(prev_finish_L + g, first), last)
     if isinstance(k, float):
-        if k == 0.0:
-            return prev_finish_L + g
-        first = issued_before_L + c + g
-        last = issued_before_L + k * c + g / k
-        return xp.maximum(xp.maximum(prev_finish_L + g, first), last)
+        return ramp_L
     # Launches vary over layouts, and an op may launch nothing in some of them (it is absent there).
     some = as_float(k > 0.0, xp)
-    first = issued_before_L + c + g
-    last = issued_before_L + k * c + g / xp.maximum(k, 1.0)
-    ramp_L = xp.maximum(xp.maximum(prev_finish_L + g, first), last)
     return some * ramp_L + (1.0 - some) * (prev_finish_L + g)
 
 

@@ -143,6 +143,11 @@ ROTARY_BWD = 1.0
 """Rotary backward applies the inverse rotation: the same traffic as forward."""
 
 
+def _norm(name: str, bytes_L: Any, kernels: float, xp: Any, like: Any) -> Op:
+    """An RMSNorm/LayerNorm: memory-bound, backward traffic :data:`NORM_BWD`, launches :data:`NORM_BWD_LAUNCHES`."""
+    return _memory(name, bytes_L, kernels, xp, like, bwd=NORM_BWD, bwd_launches=NORM_BWD_LAUNCHES)
+
+
 def mean_attended_keys(model: ModelSpec, seq_len: int) -> float:
     """Keys one query attends to, averaged over positions and layers (causal mask).
 
@@ -166,8 +171,7 @@ def attention_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tok
     t_L, T_L, Tn_L = lay.tp_L, tok.T_L, tok.Tn_L
     e = ACT_BYTES
     wb = 1.0 if train.precision == "fp8" else ACT_BYTES
-    ops: list[Op] = [_memory("attn_norm", 2.0 * e * Tn_L * h, 1.0, xp, T_L, bwd=NORM_BWD,
-                             bwd_launches=NORM_BWD_LAUNCHES)]
+    ops: list[Op] = [_norm("attn_norm", 2.0 * e * Tn_L * h, 1.0, xp, T_L)]
     dqk, dv = float(model.qk_head_dim), float(model.value_head_dim)
     if model.is_mla:
         # Down-projections (h -> q_lora, h -> kv_lora + rope) then per-head up-projections.
@@ -186,7 +190,7 @@ def attention_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tok
     if model.qk_norm and not model.is_mla:
         # Per-head RMSNorm of queries and keys (Qwen3): read and write q + kv per token, one kernel each.
         qk_L = (a * model.head_dim + float(model.num_kv_heads * model.head_dim)) / t_L
-        ops.append(_memory("qk_norm", 2.0 * e * T_L * qk_L, 2.0, xp, T_L, bwd=NORM_BWD, bwd_launches=NORM_BWD_LAUNCHES))
+        ops.append(_norm("qk_norm", 2.0 * e * T_L * qk_L, 2.0, xp, T_L))
     ops.append(_memory("rotary", 2.0 * e * T_L * qkv_width_L, 2.0, xp, T_L, bwd=ROTARY_BWD))
     keys = mean_attended_keys(model, train.seq_len)
     heads_L = a / t_L
@@ -254,8 +258,7 @@ def mlp_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tokens, f
     wb = 1.0 if train.precision == "fp8" else ACT_BYTES
     ops: list[Op] = []
     if with_norm:
-        ops.append(_memory("mlp_norm", 2.0 * ACT_BYTES * Tn_L * h, 1.0, xp, T_L, bwd=NORM_BWD,
-                         bwd_launches=NORM_BWD_LAUNCHES))
+        ops.append(_norm("mlp_norm", 2.0 * ACT_BYTES * Tn_L * h, 1.0, xp, T_L))
     ops.append(_gemm(f"{prefix}_fc1", 2.0 * T_L * h * g * f / t_L, T_L, h, g * f / t_L, weight_bytes=wb))
     ops.append(_memory(f"{prefix}_act", ACT_BYTES * T_L * (g + 1.0) * f / t_L, 1.0, xp, T_L, bwd=_act_bwd(g)))
     ops.append(_gemm(f"{prefix}_fc2", 2.0 * T_L * f * h / t_L, T_L, f / t_L, h, weight_bytes=wb))
@@ -281,8 +284,7 @@ def moe_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tokens, x
     fe, g = float(model.expert_ffn_hidden_size), 2.0 if model.gated_mlp else 1.0
     t_L, T_L, Tn_L, e_L = lay.tp_L, tok.T_L, tok.Tn_L, lay.etp_L
     wb = 1.0 if train.precision == "fp8" else ACT_BYTES
-    ops: list[Op] = [_memory("mlp_norm", 2.0 * ACT_BYTES * Tn_L * h, 1.0, xp, T_L, bwd=NORM_BWD,
-                         bwd_launches=NORM_BWD_LAUNCHES)]
+    ops: list[Op] = [_norm("mlp_norm", 2.0 * ACT_BYTES * Tn_L * h, 1.0, xp, T_L)]
     ops.append(_gemm("router", 2.0 * Tn_L * h * E, Tn_L, h, E, kind=GEMM_BF16))
     # softmax + top-k over E logits in fp32: read, write probabilities, write indices.
     ops.append(_memory("router_topk", 3.0 * FP32_BYTES * Tn_L * E, ROUTER_KERNELS, xp, T_L))
@@ -404,8 +406,7 @@ def logits_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, xp: Any) ->
     h, V, t_L, T_L = float(model.hidden_size), float(model.vocab_size), lay.tp_L, tok.T_L
     flops_L = 2.0 * T_L * h * V / t_L
     return [
-        _memory("final_norm", 2.0 * ACT_BYTES * tok.Tn_L * h, 1.0, xp, T_L, bwd=NORM_BWD,
-                bwd_launches=NORM_BWD_LAUNCHES),
+        _norm("final_norm", 2.0 * ACT_BYTES * tok.Tn_L * h, 1.0, xp, T_L),
         _gemm("logits", flops_L, T_L, h, V / t_L, kind=GEMM_BF16),
         _memory("cross_entropy", CE_FWD_BYTES * T_L * V / t_L, 6.0, xp, T_L, bwd=CE_BWD_BYTES / CE_FWD_BYTES),
     ]
