@@ -50,7 +50,7 @@ def check_job(job: JobSpec) -> None:
             d = {k: v / 1e9 for k, v in m.as_dict(0).items()}
             p = job.parallel
             raise ConfigError(
-                "parallel", f"tp{p.tp} pp{p.pp} cp{p.cp} dp{p.dp} mb{p.micro_batch} recompute={p.recompute}",
+                "parallel", f"tp{p.tp} pp{p.pp} cp{p.cp} dp{p.dp} mb{p.micro_batch} recompute={p.recompute_label}",
                 f"does not fit on {name}: {d['total']:.1f} GB > {m.capacity_bytes / 1e9:.0f} GB per GPU (weights "
                 f"{d['weights']:.1f}, gradients {d['gradients']:.1f}, optimizer {d['optimizer']:.1f}, activations "
                 f"{d['activations']:.1f}, other {d['other']:.1f}); run.steps=0 reports it, or change the layout")

@@ -117,6 +117,7 @@ class ParallelConf:
     zero: int = 1
     sequence_parallel: bool = True
     recompute: str = "none"
+    recompute_modules: list[str] = field(default_factory=lambda: ["core_attn"])
     tp_comm_overlap: bool = True
     dp_comm_overlap: bool = True
     pp_comm_overlap: bool = True
@@ -206,6 +207,7 @@ class SearchConf:
     micro_batch: Any = field(default_factory=list)
     zero: Any = field(default_factory=list)
     recompute: Any = field(default_factory=list)
+    recompute_modules: list[str] = field(default_factory=lambda: ["core_attn"])
     max_gpus: int = 0
     objective: str = "tokens_per_s"
     must_fit: bool = True

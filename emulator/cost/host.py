@@ -117,22 +117,34 @@ def synced_idle_s(steps: list[HostStep], c: float, xp: Any) -> Any:
     return finish_L - busy_L
 
 
+def recompute_launches(ops: list[Op], weights: list[Any], train: TrainSpec) -> Any:
+    """Host launches that selective recomputation adds to a layer's backward: each re-run op's forward launches
+    (``weights``: 1.0 where the op is re-run, per layout, or a Python 0.0)."""
+    total: Any = 0.0
+    for n, w in zip(host_launches(ops, train), weights, strict=True):
+        if hasattr(w, "shape"):
+            total = total + w * n
+    return total
+
+
 def layer_host_idle_s(ops: list[Op], fwd_s_L: list[Any], gpu_fwd_extra_L: Any, gpu_bwd_L: Any, ep_one_L: Any,
-                      recompute_full_L: Any, gpu: GpuSpec, train: TrainSpec, moe: bool, xp: Any) -> Any:
+                      recompute_full_L: Any, gpu: GpuSpec, train: TrainSpec, moe: bool, xp: Any,
+                      recompute_weights: list[Any] | None = None) -> Any:
     """GPU idle seconds per micro-batch in one layer (forward + backward) waiting for the host.
 
     ``fwd_s_L`` are the ops' forward seconds in layer order; ``gpu_fwd_extra_L`` the layer's other exposed
     forward GPU time (TP and CP communication); ``gpu_bwd_L`` its whole backward (recomputation and
     exposed communication included); ``ep_one_L`` the exposed dispatch + combine all-to-all of one
     direction (0 for a dense layer); ``recompute_full_L`` 1 where full recomputation re-issues the forward
-    in backward. An MoE layer (``moe``) adds one launch per all-to-all and, under ``train.moe_host_sync``,
-    syncs."""
+    in backward; ``recompute_weights`` per op, 1 where selective recomputation re-issues its forward
+    (:func:`recompute_launches`). An MoE layer (``moe``) adds one launch per all-to-all and, under
+    ``train.moe_host_sync``, syncs."""
     c = gpu.host_launch_s
     launches = host_launches(ops, train)
     comm_launch = 0.0 if "full_iteration" in train.cuda_graph_scope or not moe else 1.0
     host_fwd = (sum(launches) + 2.0 * comm_launch) * c
     host_bwd_L = (sum(backward_launches(ops, train)) + 2.0 * comm_launch) * c \
-        + recompute_full_L * host_fwd
+        + recompute_full_L * host_fwd + recompute_launches(ops, recompute_weights or [0.0] * len(ops), train) * c
     idle_bwd_L = xp.maximum(host_bwd_L - gpu_bwd_L, 0.0)
     names = [op.name for op in ops]
     if host_syncs(ops, train, moe):
@@ -156,8 +168,9 @@ def layer_host_idle_s(ops: list[Op], fwd_s_L: list[Any], gpu_fwd_extra_L: Any, g
     return idle_fwd_L + idle_bwd_L
 
 
-def merged_layer_idle_s(ops: list[Op], n_attn: int, fwd_s_L: list[Any], bwd_s_L: list[Any], recompute_L: Any,
-                        gpu: GpuSpec, train: TrainSpec, xp: Any) -> Any:
+def merged_layer_idle_s(ops: list[Op], n_attn: int, fwd_s_L: list[Any], bwd_s_L: list[Any], rec_attn_L: Any,
+                        gpu: GpuSpec, train: TrainSpec, xp: Any, rec_mlp_L: Any = 0.0,
+                        recompute_weights: list[Any] | None = None) -> Any:
     """GPU idle seconds of one merged layer under the MoE all-to-all overlap (``parallel.ep_comm_overlap``) with
     dropless dispatch's host sync: the forward of micro-batch B and the backward of micro-batch A run as one
     layer (Megatron-Core's merged 1F1B, the phases of :func:`emulator.cost.step._ep_paired`).
@@ -165,7 +178,8 @@ def merged_layer_idle_s(ops: list[Op], n_attn: int, fwd_s_L: list[Any], bwd_s_L:
     B's sync (its tokens per expert, at the end of ``moe_preprocess``) falls between phase 1 (A's backward
     combine beside B's attention and router) and phase 2, so after it the host issues, and the compute
     stream runs, in this order: A's MLP backward (ops in reverse), B's MLP forward from the permutation on,
-    A's attention backward (with any recomputation), then phase 1 of the next layer (B's attention,
+    A's attention backward (with its recomputation: ``rec_attn_L`` seconds; selective recomputation of MLP
+    modules, ``rec_mlp_L``, runs before A's MLP backward), then phase 1 of the next layer (B's attention,
     router and preprocessing) up to the next sync. The wait is the max-plus recurrence of
     :func:`synced_idle_s` over that sequence: unlike an unmerged layer, the backward's launches
     (:func:`backward_launches`; one graph replay for a captured scope) come after a
@@ -175,10 +189,14 @@ def merged_layer_idle_s(ops: list[Op], n_attn: int, fwd_s_L: list[Any], bwd_s_L:
     launches = host_launches(ops, train)
     bwd = backward_launches(ops, train)
     at = [op.name for op in ops].index(SYNC_AFTER) + 1
-    seq = [HostStep(bwd_s_L[i], bwd[i]) for i in reversed(range(n_attn, len(ops)))]
+    weights = recompute_weights or [0.0] * len(ops)
+    mlp_again = recompute_launches(ops[n_attn:], weights[n_attn:], train)
+    attn_again = recompute_launches(ops[:n_attn], weights[:n_attn], train)
+    seq = [HostStep(rec_mlp_L, mlp_again)] if hasattr(mlp_again, "shape") else []
+    seq += [HostStep(bwd_s_L[i], bwd[i]) for i in reversed(range(n_attn, len(ops)))]
     seq += [HostStep(fwd_s_L[i], launches[i]) for i in range(at, len(ops))]
     attn_bwd = [HostStep(bwd_s_L[i], bwd[i]) for i in reversed(range(n_attn))]
-    attn_bwd[-1] = HostStep(attn_bwd[-1].gpu_s_L + recompute_L, attn_bwd[-1].launches)
+    attn_bwd[-1] = HostStep(attn_bwd[-1].gpu_s_L + rec_attn_L, attn_bwd[-1].launches + attn_again)
     seq += attn_bwd
     seq += [HostStep(fwd_s_L[i], launches[i]) for i in range(at)]
     return synced_idle_s(seq, c, xp)

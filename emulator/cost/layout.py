@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from emulator.spec.parallel import ParallelSpec
+from emulator.cost.arrays import as_float
+from emulator.spec.parallel import DEFAULT_RECOMPUTE_MODULES, RECOMPUTE_MODULES, ParallelSpec, recompute_module_mask
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class LayoutBatch:
     """1.0 where sequence parallelism is on (only meaningful with tp > 1)."""
     recompute_L: Any
     """0 none, 1 selective, 2 full."""
+    recompute_modules_L: Any
+    """The modules selective recompute re-runs, as bits (:func:`emulator.spec.parallel.recompute_module_mask`)."""
     tp_overlap_L: Any
     dp_overlap_L: Any
     pp_overlap_L: Any
@@ -52,6 +55,7 @@ class LayoutBatch:
             zero_L=col([s.zero for s in specs]),
             sp_L=col([1.0 if (s.sequence_parallel and s.tp > 1) else 0.0 for s in specs]),
             recompute_L=col([s.recompute_code for s in specs]),
+            recompute_modules_L=col([s.recompute_module_mask for s in specs]),
             tp_overlap_L=col([s.tp_comm_overlap for s in specs]),
             dp_overlap_L=col([s.dp_comm_overlap for s in specs]),
             pp_overlap_L=col([s.pp_comm_overlap for s in specs]),
@@ -71,7 +75,9 @@ class LayoutBatch:
         defaults = {
             "tp_L": default.tp, "pp_L": default.pp, "dp_L": default.dp, "cp_L": default.cp,
             "ep_L": default.ep, "vpp_L": default.vpp, "mb_L": default.micro_batch, "zero_L": default.zero,
-            "sp_L": 1.0, "recompute_L": 0.0, "tp_overlap_L": 1.0, "dp_overlap_L": 1.0, "pp_overlap_L": 1.0,
+            "sp_L": 1.0, "recompute_L": 0.0,
+            "recompute_modules_L": float(recompute_module_mask(DEFAULT_RECOMPUTE_MODULES)),
+            "tp_overlap_L": 1.0, "dp_overlap_L": 1.0, "pp_overlap_L": 1.0,
             "ep_overlap_L": 0.0,
         }
         values = {}
@@ -84,6 +90,13 @@ class LayoutBatch:
                 values[f.name] = xp.full((n,), float(defaults[f.name]), dtype=xp.float64)
         values.setdefault("etp_L", values["tp_L"])
         return cls(**values)
+
+    def recomputes(self, module: str, xp: Any) -> Any:
+        """1.0 where selective recomputation re-runs ``module`` (one of
+        :data:`emulator.spec.parallel.RECOMPUTE_MODULES`), else 0.0."""
+        bit = float(1 << RECOMPUTE_MODULES.index(module))
+        on_L = xp.remainder(xp.floor(self.recompute_modules_L / bit), 2.0) == 1.0
+        return as_float(on_L & (self.recompute_L == 1.0), xp)
 
     @property
     def size(self) -> int:

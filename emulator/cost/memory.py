@@ -28,6 +28,15 @@ SP ``s b h / t (34 + 5 a s / h)``: the paper's formulas (checked in the tests). 
 recompute drops the attention core's internals; full recompute keeps only the layer input
 ``2 Tn h`` (plus one layer's full set while it is recomputed).
 
+Selective recomputation drops what each module of ``parallel.recompute_modules`` keeps inside it
+(:func:`recompute_saved_bytes`): ``core_attn`` the attention core's internals; ``layernorm`` the output
+``2 Tn h`` of each norm that is a module of its own (an MoE layer's pre-MLP norm, MLA's input norm); ``mla_up_proj``
+the up-projected Q, K, V ``2 T (q + 2 kv)/tp`` (the compressed latents it restarts from stay); ``mlp`` a
+dense layer's norm output and MLP internals ``2 Tn h + mlp(T, f)`` (its norm is fused into fc1, so the module
+restarts from the norm's input); ``moe_act`` the experts' activation output ``2 T k f / tp`` (times the
+imbalance); ``shared_experts`` the shared MLP's internals; ``moe`` everything the MoE block keeps past its
+input (router probabilities, expert inputs and internals, shared MLP).
+
 In flight: 1F1B keeps ``min(pp - i, m)`` micro-batches on stage ``i`` (``pp`` on the first, ``pp - 1``
 on the second, the fullest middle stage), times
 ``1 + (pp-1)/(pp*vpp)`` with interleaving (Korthikanti et al. 2022, Sec. 4.2.3); the last stage
@@ -140,14 +149,47 @@ def _core_bytes(train: TrainSpec, T_L: Any, t_L: Any, a: float, s: float) -> Any
     return per_score * a * s * T_L / t_L
 
 
+def recompute_saved_bytes(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, xp: Any, moe: bool) -> dict[str, Any]:
+    """Activation bytes per layer and micro-batch that selective recomputation of each module does not keep
+    (module docstring); zero where the layer has no such module."""
+    tok = Tokens.of(train, lay)
+    T_L, Tn_L, t_L = tok.T_L, tok.Tn_L, lay.tp_L
+    h, a = float(model.hidden_size), float(model.num_heads)
+    zero = xp.zeros_like(T_L)
+    g = 2.0 if model.gated_mlp else 1.0
+
+    def mlp(tokens_L: Any, f: float) -> Any:  # fc1 output and activation output, as activation_bytes_per_layer
+        return 2.0 * g * tokens_L * f / t_L + 2.0 * tokens_L * f / t_L
+
+    norm_out = 2.0 * Tn_L * h
+    saved = {"core_attn": _core_bytes(train, T_L, t_L, a, float(train.seq_len)),
+             "layernorm": (norm_out if model.is_mla else zero) + (norm_out if moe else zero),
+             "mla_up_proj": 2.0 * T_L * a * (2.0 * model.qk_head_dim + model.value_head_dim) / t_L if model.is_mla
+             else zero,
+             "mlp": zero if moe else norm_out + mlp(T_L, float(model.dense_layer_ffn)),
+             "moe_act": zero, "shared_experts": zero, "moe": zero}
+    if moe:
+        k, E, fe = float(model.experts_per_token), float(model.num_experts), float(model.expert_ffn_hidden_size)
+        f_imb = float(train.moe_load_imbalance)
+        shared = mlp(T_L, float(model.ffn_hidden_size)) if model.ffn_hidden_size else zero
+        saved["moe_act"] = f_imb * 2.0 * T_L * k * fe / t_L
+        saved["shared_experts"] = shared
+        saved["moe"] = 4.0 * Tn_L * E + f_imb * (2.0 * T_L * k * lay.etp_L * h / t_L + mlp(T_L * k, fe)) + shared
+    return saved
+
+
 def stored_bytes_per_layer(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, xp: Any, moe: bool) -> Any:
-    """Activation bytes one layer keeps per in-flight micro-batch, after recomputation."""
+    """Activation bytes one layer keeps per in-flight micro-batch, after recomputation (the ``moe`` module
+    contains ``moe_act`` and ``shared_experts``: their bytes count once)."""
     full_L = activation_bytes_per_layer(model, train, lay, xp, moe)
     tok = Tokens.of(train, lay)
-    core_L = _core_bytes(train, tok.T_L, lay.tp_L, float(model.num_heads), float(train.seq_len))
-    selective_L = full_L - core_L
+    saved = recompute_saved_bytes(model, train, lay, xp, moe)
+    w = {m: lay.recomputes(m, xp) for m in saved}
+    inner_L = w["moe"] * saved["moe"] + (1.0 - w["moe"]) * (w["moe_act"] * saved["moe_act"]
+                                                               + w["shared_experts"] * saved["shared_experts"])
+    selective_L = full_L - inner_L - sum(w[m] * saved[m] for m in ("core_attn", "layernorm", "mla_up_proj", "mlp"))
     input_L = 2.0 * tok.Tn_L * float(model.hidden_size)
-    return where(lay.recompute_L == 2.0, input_L, where(lay.recompute_L == 1.0, selective_L, full_L, xp), xp)
+    return where(lay.recompute_L == 2.0, input_L, selective_L, xp)
 
 
 @dataclass(frozen=True)

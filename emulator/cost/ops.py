@@ -81,8 +81,9 @@ class Op:
     """FLOPs of one kernel launch (for the GEMM efficiency curve); equals ``flops_L`` for a single GEMM."""
     kernels: float = 1.0
     """Kernel launches of this op in forward."""
-    recomputed_selective: bool = False
-    """True for the ops that selective recomputation runs again in backward (the attention core)."""
+    modules: tuple[str, ...] = ()
+    """The recompute modules this op belongs to (:data:`emulator.spec.parallel.RECOMPUTE_MODULES`): selective
+    recomputation runs its forward again in backward where ``parallel.recompute_modules`` names one of them."""
     bwd_factor: float = 0.0
     """Backward work / forward work; 0 takes the kind's default (:data:`BACKWARD_FACTOR`)."""
     graph_scope: str = ""
@@ -117,17 +118,22 @@ class Tokens:
 
 
 def _gemm(name: str, flops_L: Any, m_L: Any, k: Any, n: Any, kind: str = GEMM, calls: float = 1.0,
-          weight_bytes: float = ACT_BYTES) -> Op:
+          weight_bytes: float = ACT_BYTES, modules: tuple[str, ...] = ()) -> Op:
     """A GEMM ``m x k @ k x n``: FLOPs ``2mkn``; bytes read A and B, write C."""
     bytes_L = ACT_BYTES * m_L * k + weight_bytes * k * n + ACT_BYTES * m_L * n
-    return Op(name, kind, flops_L, bytes_L * calls, flops_L / calls, kernels=calls)
+    return Op(name, kind, flops_L, bytes_L * calls, flops_L / calls, kernels=calls, modules=modules)
 
 
-def _memory(name: str, bytes_L: Any, kernels: float, xp: Any, like: Any, recomputed: bool = False,
+def _memory(name: str, bytes_L: Any, kernels: float, xp: Any, like: Any, modules: tuple[str, ...] = (),
             bwd: float = 0.0, bwd_launches: float = -1.0) -> Op:
     zero_L = xp.zeros_like(like)
-    return Op(name, MEMORY, zero_L, bytes_L, zero_L, kernels=kernels, recomputed_selective=recomputed, bwd_factor=bwd,
+    return Op(name, MEMORY, zero_L, bytes_L, zero_L, kernels=kernels, modules=modules, bwd_factor=bwd,
               bwd_launches=bwd_launches)
+
+
+def in_modules(ops: list[Op], *modules: str) -> list[Op]:
+    """The same ops, each also belonging to the recompute ``modules``."""
+    return [replace(op, modules=op.modules + tuple(m for m in modules if m not in op.modules)) for op in ops]
 
 
 def in_scope(ops: list[Op], scope: str) -> list[Op]:
@@ -143,9 +149,9 @@ ROTARY_BWD = 1.0
 """Rotary backward applies the inverse rotation: the same traffic as forward."""
 
 
-def _norm(name: str, bytes_L: Any, kernels: float, xp: Any, like: Any) -> Op:
+def _norm(name: str, bytes_L: Any, kernels: float, xp: Any, like: Any, modules: tuple[str, ...] = ()) -> Op:
     """An RMSNorm/LayerNorm: memory-bound, backward traffic :data:`NORM_BWD`, launches :data:`NORM_BWD_LAUNCHES`."""
-    return _memory(name, bytes_L, kernels, xp, like, bwd=NORM_BWD, bwd_launches=NORM_BWD_LAUNCHES)
+    return _memory(name, bytes_L, kernels, xp, like, modules=modules, bwd=NORM_BWD, bwd_launches=NORM_BWD_LAUNCHES)
 
 
 def mean_attended_keys(model: ModelSpec, seq_len: int) -> float:
@@ -166,21 +172,28 @@ def mean_attended_keys(model: ModelSpec, seq_len: int) -> float:
 
 
 def attention_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tokens, xp: Any) -> list[Op]:
-    """Norm, QKV (or MLA) projections, rotary, attention core, output projection, residual."""
+    """Norm, QKV (or MLA) projections, rotary, attention core, output projection, residual.
+
+    Recompute modules: the attention core is ``core_attn``; MLA's input norm is a module of its own
+    (``layernorm``; a GQA layer's norm is fused into the QKV GEMM, Transformer Engine's LayerNormLinear,
+    which recomputation does not split) and its up-projections are ``mla_up_proj``."""
     h, a, s = float(model.hidden_size), float(model.num_heads), float(train.seq_len)
     t_L, T_L, Tn_L = lay.tp_L, tok.T_L, tok.Tn_L
     e = ACT_BYTES
     wb = 1.0 if train.precision == "fp8" else ACT_BYTES
-    ops: list[Op] = [_norm("attn_norm", 2.0 * e * Tn_L * h, 1.0, xp, T_L)]
+    ops: list[Op] = [_norm("attn_norm", 2.0 * e * Tn_L * h, 1.0, xp, T_L,
+                           modules=("layernorm",) if model.is_mla else ())]
     dqk, dv = float(model.qk_head_dim), float(model.value_head_dim)
     if model.is_mla:
-        # Down-projections (h -> q_lora, h -> kv_lora + rope) then per-head up-projections.
+        # Down-projections (h -> q_lora, h -> kv_lora + rope) then per-head up-projections, two GEMMs each.
         qa = float(model.q_lora_rank)
         kva = float(model.kv_lora_rank + model.qk_rope_head_dim)
         down = h * (qa + kva)
+        ops.append(_gemm("qkv_down_proj", 2.0 * T_L * down / t_L, T_L, h, down / h / t_L, calls=2.0, weight_bytes=wb))
         up = (qa * a * dqk if qa else h * a * dqk) + float(model.kv_lora_rank) * a * (model.head_dim + dv)
-        flops_L = 2.0 * T_L * (down + up) / t_L
-        ops.append(_gemm("qkv_proj", flops_L, T_L, h, (down + up) / h / t_L, calls=4.0, weight_bytes=wb))
+        up_in = ((qa or h) + float(model.kv_lora_rank)) / 2.0  # mean inner size of the two GEMMs
+        ops.append(_gemm("qkv_up_proj", 2.0 * T_L * up / t_L, T_L, up_in, up / up_in / t_L, calls=2.0,
+                         weight_bytes=wb, modules=("mla_up_proj",)))
         qkv_width_L = a * (dqk + dqk + dv) / t_L
     else:
         q, kv = a * model.head_dim, float(model.num_kv_heads * model.head_dim)
@@ -191,7 +204,10 @@ def attention_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tok
         # Per-head RMSNorm of queries and keys (Qwen3): read and write q + kv per token, one kernel each.
         qk_L = (a * model.head_dim + float(model.num_kv_heads * model.head_dim)) / t_L
         ops.append(_norm("qk_norm", 2.0 * e * T_L * qk_L, 2.0, xp, T_L))
-    ops.append(_memory("rotary", 2.0 * e * T_L * qkv_width_L, 2.0, xp, T_L, bwd=ROTARY_BWD))
+    # MLA's up-projection recompute re-runs the rotary embedding too (Megatron-Core recomputes "the MLA up
+    # projection and RoPE applying parts").
+    ops.append(_memory("rotary", 2.0 * e * T_L * qkv_width_L, 2.0, xp, T_L, bwd=ROTARY_BWD,
+                       modules=("mla_up_proj",) if model.is_mla else ()))
     keys = mean_attended_keys(model, train.seq_len)
     heads_L = a / t_L
     if train.attention_kernel in ("flash", "flash2"):
@@ -199,7 +215,7 @@ def attention_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tok
         flops_L = 2.0 * T_L * keys * heads_L * (dqk + dv)
         io_L = e * T_L * heads_L * (2.0 * dqk + 2.0 * dv)
         kind = ATTENTION if train.attention_kernel == "flash" else ATTENTION_FA2
-        ops.append(Op("attention_core", kind, flops_L, io_L, flops_L, 1.0, recomputed_selective=True))
+        ops.append(Op("attention_core", kind, flops_L, io_L, flops_L, 1.0, modules=("core_attn",)))
     else:
         # Unfused (Megatron 2021-22): full s x s scores via batched GEMMs, then fused scale-mask-softmax
         # and dropout on materialised scores (Korthikanti et al. 2022, Sec. 4.1: 5as^2b bytes stored).
@@ -208,17 +224,17 @@ def attention_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tok
         pv_L = 2.0 * scores_L * dv
         # One strided-batched GEMM over all heads of the micro-batch (a single kernel each).
         ops.append(Op("attention_scores", GEMM_BF16, qk_L, e * (2.0 * scores_L + T_L * heads_L * 2.0 * dqk),
-                      qk_L, 1.0, recomputed_selective=True))
+                      qk_L, 1.0, modules=("core_attn",)))
         drop = train.dropout > 0.0
         # Fused scale-mask-softmax: read scores, write probs (2 + 2 B). Dropout: read probs, write
         # probs and a 1-byte mask (5 B). Backward: dropout-grad reads grad + mask, writes grad (5 B);
         # softmax-grad reads grad + probs, writes grad (6 B).
         fwd_b = 4.0 + (5.0 if drop else 0.0)
         bwd_b = 6.0 + (5.0 if drop else 0.0)
-        ops.append(_memory("softmax", scores_L * fwd_b, 2.0 if drop else 1.0, xp, T_L, recomputed=True,
+        ops.append(_memory("softmax", scores_L * fwd_b, 2.0 if drop else 1.0, xp, T_L, modules=("core_attn",),
                            bwd=bwd_b / fwd_b))
         ops.append(Op("attention_values", GEMM_BF16, pv_L, e * (scores_L + 2.0 * T_L * heads_L * dv),
-                      pv_L, 1.0, recomputed_selective=True))
+                      pv_L, 1.0, modules=("core_attn",)))
     out_in = a * dv
     ops.append(_gemm("out_proj", 2.0 * T_L * out_in * h / t_L, T_L, out_in / t_L, h, weight_bytes=wb))
     ops.append(_residual("attn_residual", train, Tn_L, h, xp))
@@ -252,7 +268,11 @@ def _act_bwd(g: float) -> float:
 
 def mlp_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tokens, ffn: int, xp: Any,
             prefix: str = "mlp", with_norm: bool = True) -> list[Op]:
-    """Dense (or shared-expert) MLP: norm, fc1 (gate+up if gated), activation, fc2, residual."""
+    """Dense (or shared-expert) MLP: norm, fc1 (gate+up if gated), activation, fc2, residual.
+
+    A dense layer's fc1, activation and fc2 (and their FP8 casts) form the recompute module ``mlp``; its norm
+    is fused into fc1 (Transformer Engine's LayerNormLinear), so the module recomputes from the norm's input.
+    The shared experts (``with_norm=False``) are tagged by :func:`moe_ops`."""
     h, f, g = float(model.hidden_size), float(ffn), 2.0 if model.gated_mlp else 1.0
     t_L, T_L, Tn_L = lay.tp_L, tok.T_L, tok.Tn_L
     wb = 1.0 if train.precision == "fp8" else ACT_BYTES
@@ -262,11 +282,13 @@ def mlp_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tokens, f
     ops.append(_gemm(f"{prefix}_fc1", 2.0 * T_L * h * g * f / t_L, T_L, h, g * f / t_L, weight_bytes=wb))
     ops.append(_memory(f"{prefix}_act", ACT_BYTES * T_L * (g + 1.0) * f / t_L, 1.0, xp, T_L, bwd=_act_bwd(g)))
     ops.append(_gemm(f"{prefix}_fc2", 2.0 * T_L * f * h / t_L, T_L, f / t_L, h, weight_bytes=wb))
-    if with_norm:
-        ops.append(_residual("mlp_residual", train, Tn_L, h, xp))
     if train.precision == "fp8":
         ops.append(_fp8_casts(f"{prefix}_fp8_cast", T_L, [h, f / t_L], [g * f / t_L, h], xp))
-    return in_scope(ops, "mlp") if with_norm else ops
+    if not with_norm:
+        return ops
+    ops = ops[:1] + in_modules(ops[1:], "mlp")
+    ops.insert(4, _residual("mlp_residual", train, Tn_L, h, xp))
+    return in_scope(ops, "mlp")
 
 
 def moe_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tokens, xp: Any) -> list[Op]:
@@ -279,13 +301,17 @@ def moe_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tokens, x
     slice of width ``f / etp``. The FLOPs per GPU, ``2 T k h g f / tp`` for fc1, do not depend on
     ``etp``; the GEMM shapes and the expert weights per GPU do. ``etp = tp`` is Megatron-Core's default
     (``T k`` pairs per GPU on ``f / tp``); ``etp = 1`` keeps each expert whole (MoE parallel folding).
+
+    Recompute modules: the pre-MLP norm is a module of its own (``layernorm``); everything from the router to
+    the un-permutation, shared experts included, is ``moe``; the experts' activation is also ``moe_act`` and
+    the shared MLP ``shared_experts``.
     """
     h, E, k = float(model.hidden_size), float(model.num_experts), float(model.experts_per_token)
     fe, g = float(model.expert_ffn_hidden_size), 2.0 if model.gated_mlp else 1.0
     t_L, T_L, Tn_L, e_L = lay.tp_L, tok.T_L, tok.Tn_L, lay.etp_L
     wb = 1.0 if train.precision == "fp8" else ACT_BYTES
-    ops: list[Op] = [_norm("mlp_norm", 2.0 * ACT_BYTES * Tn_L * h, 1.0, xp, T_L)]
-    ops.append(_gemm("router", 2.0 * Tn_L * h * E, Tn_L, h, E, kind=GEMM_BF16))
+    norm = _norm("mlp_norm", 2.0 * ACT_BYTES * Tn_L * h, 1.0, xp, T_L, modules=("layernorm",))
+    ops: list[Op] = [norm, _gemm("router", 2.0 * Tn_L * h * E, Tn_L, h, E, kind=GEMM_BF16)]
     # softmax + top-k over E logits in fp32: read, write probabilities, write indices.
     ops.append(_memory("router_topk", 3.0 * FP32_BYTES * Tn_L * E, ROUTER_KERNELS, xp, T_L))
     ops = in_scope(ops, "moe_router")
@@ -309,7 +335,8 @@ def moe_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tokens, x
     ops.append(Op("expert_fc1", GEMM, fc1_L,
                   ACT_BYTES * routed_L * h + wb * local_experts_L * h * g * width_L
                   + ACT_BYTES * routed_L * g * width_L, fc1_L / local_experts_L, local_experts_L))
-    ops.append(_memory("expert_act", ACT_BYTES * routed_L * (g + 1.0) * width_L, 1.0, xp, T_L, bwd=_act_bwd(g)))
+    ops.append(_memory("expert_act", ACT_BYTES * routed_L * (g + 1.0) * width_L, 1.0, xp, T_L, modules=("moe_act",),
+                       bwd=_act_bwd(g)))
     ops.append(Op("expert_fc2", GEMM, fc2_L,
                   ACT_BYTES * routed_L * width_L + wb * local_experts_L * width_L * h
                   + ACT_BYTES * routed_L * h, fc2_L / local_experts_L, local_experts_L))
@@ -319,7 +346,9 @@ def moe_ops(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, tok: Tokens, x
         ops.append(Op(cast.name, cast.kind, cast.flops_L, cast.bytes_L, cast.kernel_flops_L,
                       cast.kernels * local_experts_L))
     if model.ffn_hidden_size > 0:
-        ops.extend(mlp_ops(model, train, lay, tok, model.ffn_hidden_size, xp, prefix="shared", with_norm=False))
+        shared = mlp_ops(model, train, lay, tok, model.ffn_hidden_size, xp, prefix="shared", with_norm=False)
+        ops.extend(in_modules(shared, "shared_experts"))
+    ops = ops[:1] + in_modules(ops[1:], "moe")
     ops.append(_residual("mlp_residual", train, Tn_L, h, xp))
     return ops
 

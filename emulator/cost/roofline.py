@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from emulator.cost.arrays import where
+from emulator.cost.layout import LayoutBatch
 from emulator.cost.ops import ATTENTION, ATTENTION_FA2, GEMM, GEMM_BF16, MEMORY, Op
 from emulator.spec.gpu import GpuSpec
 
@@ -28,7 +29,8 @@ class OpTime:
     name: str
     fwd_s_L: Any
     bwd_s_L: Any
-    recomputed_selective: bool
+    modules: tuple[str, ...]
+    """The op's recompute modules (:attr:`emulator.cost.ops.Op.modules`)."""
     memory_bound_s_L: Any
     """Forward + backward seconds of this op where HBM traffic, not arithmetic, sets its time."""
 
@@ -62,7 +64,7 @@ def op_time(op: Op, gpu: GpuSpec, precision: str, xp: Any) -> OpTime:
         fwd = op.bytes_L / mem_bw + op.kernels * eff.kernel_overhead_s
         bwd = factor * fwd
         mem_bound = fwd + bwd
-    return OpTime(op.name, fwd, bwd, op.recomputed_selective, mem_bound)
+    return OpTime(op.name, fwd, bwd, op.modules, mem_bound)
 
 
 @dataclass(frozen=True)
@@ -72,8 +74,6 @@ class BlockTime:
     fwd_s_L: Any
     bwd_s_L: Any
     """Backward, without recomputation."""
-    selective_s_L: Any
-    """Forward time of the ops that selective recomputation runs again."""
     memory_bound_s_L: Any
     """Forward + backward seconds spent in memory-bound ops."""
     by_op: tuple[OpTime, ...]
@@ -83,9 +83,34 @@ def block_time(ops: list[Op], gpu: GpuSpec, precision: str, xp: Any) -> BlockTim
     times = tuple(op_time(op, gpu, precision, xp) for op in ops)
     fwd = sum((t.fwd_s_L for t in times[1:]), times[0].fwd_s_L)
     bwd = sum((t.bwd_s_L for t in times[1:]), times[0].bwd_s_L)
-    sel = xp.zeros_like(fwd)
-    for t in times:
-        if t.recomputed_selective:
-            sel = sel + t.fwd_s_L
     mem = sum((t.memory_bound_s_L for t in times[1:]), times[0].memory_bound_s_L)
-    return BlockTime(fwd, bwd, sel, mem, times)
+    return BlockTime(fwd, bwd, mem, times)
+
+
+def recomputed_weights(modules: list[tuple[str, ...]], lay: LayoutBatch, xp: Any) -> list[Any]:
+    """Per op (given by its recompute modules): 1.0 in the layouts whose selective recomputation re-runs it
+    (any of its modules is in ``parallel.recompute_modules``; an op in two named modules runs once), else 0.0;
+    a Python 0.0 for an op in no module."""
+    flags: dict[str, Any] = {}
+    out: list[Any] = []
+    for mods in modules:
+        if not mods:
+            out.append(0.0)
+            continue
+        w = None
+        for m in mods:
+            if m not in flags:
+                flags[m] = lay.recomputes(m, xp)
+            w = flags[m] if w is None else xp.maximum(w, flags[m])
+        out.append(w)
+    return out
+
+
+def selective_fwd_s(block: BlockTime, lay: LayoutBatch, xp: Any) -> Any:
+    """Forward seconds that selective recomputation runs again in backward, per layout."""
+    weights = recomputed_weights([t.modules for t in block.by_op], lay, xp)
+    total = xp.zeros_like(block.fwd_s_L)
+    for t, w in zip(block.by_op, weights, strict=True):
+        if hasattr(w, "shape"):
+            total = total + w * t.fwd_s_L
+    return total

@@ -2,8 +2,8 @@
 
 Per-layer times, embedding/output times, per-layer activation bytes, the layer counts of each
 pipeline stage and so which stage is the heaviest per micro-batch depend only on the fields of
-:data:`SHAPE_FIELDS` (tp, cp, ep, etp, micro-batch, pp, sequence parallelism, recompute, TP
-overlap), not on dp, vpp, zero or the DP/PP overlap switches. A search chunk has thousands of
+:data:`SHAPE_FIELDS` (tp, cp, ep, etp, micro-batch, pp, sequence parallelism, recompute and its
+modules, TP overlap), not on dp, vpp, zero or the DP/PP overlap switches. A search chunk has thousands of
 layouts but a few hundred shapes: evaluating a quantity on one representative per shape and
 gathering it back is exact (the same arithmetic on the same inputs) and much cheaper.
 
@@ -23,7 +23,8 @@ from typing import Any
 
 from emulator.cost.layout import LayoutBatch
 
-SHAPE_FIELDS = ("tp_L", "cp_L", "ep_L", "etp_L", "mb_L", "pp_L", "sp_L", "recompute_L", "tp_overlap_L")
+SHAPE_FIELDS = ("tp_L", "cp_L", "ep_L", "etp_L", "mb_L", "pp_L", "sp_L", "recompute_L", "recompute_modules_L",
+                "tp_overlap_L")
 """The fields a stage's per-micro-batch cost depends on."""
 MIN_BATCH = 64
 """Below this many layouts, dedupe costs more than it saves."""

@@ -52,14 +52,14 @@ from emulator.cost.ops import (
     layer_parts,
     logits_ops,
 )
-from emulator.cost.roofline import BlockTime, block_time
+from emulator.cost.roofline import BlockTime, block_time, recomputed_weights
 from emulator.cost.routing import remote_nodes_per_token
 from emulator.cost.shapes import LayerShapes
 from emulator.cost.stages import StageLayers
 from emulator.spec.cluster import ClusterSpec
 from emulator.spec.gpu import GpuSpec
 from emulator.spec.model import ModelSpec
-from emulator.spec.parallel import RECOMPUTE_MODES
+from emulator.spec.parallel import RECOMPUTE_MODULES
 from emulator.spec.train import TrainSpec
 
 BREAKDOWN_KEYS = ("compute", "tp_comm", "pp_comm", "dp_comm", "cp_comm", "ep_comm", "bubble", "optimizer", "other")
@@ -79,12 +79,18 @@ class LayerTime:
     fwd_s_L: Any
     bwd_s_L: Any
     recompute_s_L: Any
+    """Forward seconds run again in backward: the whole forward (full) or the selected modules' ops (selective)."""
     tp_fwd_s_L: Any
     tp_bwd_s_L: Any
     cp_fwd_s_L: Any
     cp_bwd_s_L: Any
     ep_fwd_s_L: Any
     ep_bwd_s_L: Any
+    tp_recompute_s_L: Any
+    """Exposed TP communication that selective recomputation runs again (the ``mlp``, ``shared_experts`` and
+    ``moe`` modules' all-gathers and reduce-scatters); full recomputation re-runs all of ``tp_fwd_s_L``."""
+    ep_recompute_s_L: Any
+    """Exposed dispatch + combine that selective recomputation of the ``moe`` module runs again."""
     memory_bound_s_L: Any
     """Forward + backward seconds in memory-bound ops (HBM bandwidth sets them)."""
     host_idle_s_L: Any
@@ -100,7 +106,9 @@ class LayerTime:
 
     def comm_s(self, kind: str, recompute_L: Any, xp: Any) -> Any:
         fwd, bwd = getattr(self, f"{kind}_fwd_s_L"), getattr(self, f"{kind}_bwd_s_L")
-        return fwd + bwd + as_float(recompute_L == 2.0, xp) * fwd
+        again = getattr(self, f"{kind}_recompute_s_L", None)
+        selective = 0.0 if again is None else as_float(recompute_L == 1.0, xp) * again
+        return fwd + bwd + as_float(recompute_L == 2.0, xp) * fwd + selective
 
 
 @dataclass(frozen=True)
@@ -132,11 +140,20 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
     tok = Tokens.of(train, lay)
     T_L, t_L, h = tok.T_L, lay.tp_L, float(model.hidden_size)
     one = xp.ones_like(t_L)
-    recompute_L = where(lay.recompute_L == 2.0, blk.fwd_s_L,
-                        where(lay.recompute_L == 1.0, blk.selective_s_L, 0.0, xp), xp)
+    weights = recomputed_weights([t.modules for t in blk.by_op], lay, xp)
+    zero = xp.zeros_like(lay.tp_L)
+    sel_attn_L = sum((w * t.fwd_s_L for t, w in zip(blk.by_op[:n_attn], weights[:n_attn], strict=True)), zero)
+    sel_mlp_L = sum((w * t.fwd_s_L for t, w in zip(blk.by_op[n_attn:], weights[n_attn:], strict=True)), zero)
+    full_L = as_float(lay.recompute_L == 2.0, xp)
+    # Where it runs again: full recomputation re-runs the whole forward before the layer's backward (counted
+    # with the attention part, whose backward comes last); selective re-runs each module before its backward.
+    rec_attn_L = where(lay.recompute_L == 2.0, blk.fwd_s_L, sel_attn_L, xp)
+    rec_mlp_L = (1.0 - full_L) * sel_mlp_L
+    recompute_L = rec_attn_L + rec_mlp_L
     # TP: an all-gather + a reduce-scatter (or an all-reduce) of the T x h activation per direction around
     # attention and around each dense (or shared-expert) MLP.
-    tp_blocks = 2.0 + (2.0 if not moe or model.ffn_hidden_size > 0 else 0.0)
+    has_mlp_tp = not moe or model.ffn_hidden_size > 0
+    tp_blocks = 2.0 + (2.0 if has_mlp_tp else 0.0)
     tp_raw = tp_blocks * fabric.reduce_scatter_s(ACT_BYTES * T_L * h, t_L, one, xp)
     gemm_names = tuple(op.name for op in ops if op.kind in (GEMM, GEMM_BF16) and op.name != "router")
     window_fwd = _gemm_window(blk, gemm_names)
@@ -144,6 +161,12 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
     overlapped_bwd = xp.maximum(tp_raw - 2.0 * window_fwd, 0.0) + tp_raw / t_L
     tp_fwd = where(lay.tp_overlap_L > 0.0, overlapped_fwd, tp_raw, xp)
     tp_bwd = where(lay.tp_overlap_L > 0.0, overlapped_bwd, tp_raw, xp)
+    # Selective recomputation of an MLP re-runs its all-gather and reduce-scatter: half of the layer's TP blocks.
+    mlp_module = ("moe", "shared_experts") if moe else ("mlp",)
+    mlp_again_L = xp.zeros_like(t_L)
+    for name in mlp_module:
+        mlp_again_L = xp.maximum(mlp_again_L, lay.recomputes(name, xp))
+    tp_again = (mlp_again_L * tp_fwd * 2.0 / tp_blocks) if has_mlp_tp else xp.zeros_like(t_L)
     if moe:
         # Expert TP: the token dispatcher all-gathers the routed pairs over the etp GPUs of an expert after
         # the all-to-all and reduce-scatters them before the combine (T k etp / tp pairs of h after the
@@ -152,14 +175,15 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
         etp = 2.0 * fabric.reduce_scatter_s(ACT_BYTES * T_L * float(model.experts_per_token) * e_L / t_L * h
                                            * float(train.moe_load_imbalance), e_L, one, xp)
         tp_fwd, tp_bwd = tp_fwd + etp, tp_bwd + etp
+        tp_again = tp_again + lay.recomputes("moe", xp) * etp
     # CP: ring of cp-1 KV exchanges per direction (K and V forward; K, V, dK, dV backward).
     kv_width = float(model.num_heads * (model.qk_head_dim + model.value_head_dim)) if model.is_mla else float(
         2 * model.num_kv_heads * model.head_dim)
     chunk_L = ACT_BYTES * T_L * kv_width / t_L
     cp_step = fabric.p2p_s(chunk_L, t_L, xp)
     cp_raw = (lay.cp_L - 1.0) * cp_step
-    core = _gemm_window(blk, tuple(t.name for t in blk.by_op if t.recomputed_selective))
-    core_bwd = sum((t.bwd_s_L for t in blk.by_op if t.recomputed_selective), xp.zeros_like(t_L))
+    core = _gemm_window(blk, tuple(t.name for t in blk.by_op if "core_attn" in t.modules))
+    core_bwd = sum((t.bwd_s_L for t in blk.by_op if "core_attn" in t.modules), xp.zeros_like(t_L))
     cp_fwd = where(lay.cp_L > 1.0, xp.maximum(cp_raw - core, 0.0), 0.0, xp)
     cp_bwd = where(lay.cp_L > 1.0, xp.maximum(2.0 * cp_raw - core_bwd, 0.0), 0.0, xp)
     # EP: dispatch + combine all-to-all of the T k / tp routed pairs of h per direction; expert-parallel
@@ -179,19 +203,29 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
     else:
         ep_one = xp.zeros_like(t_L)
     ep_one = ep_one * float(train.moe_load_imbalance)  # the busiest receiver sets the all-to-all's pace
-    full_L = as_float(lay.recompute_L == 2.0, xp)
+    ep_again = lay.recomputes("moe", xp) * ep_one if moe else xp.zeros_like(t_L)
+    sel_weights = [w * (1.0 - full_L) if hasattr(w, "shape") else w for w in weights]
     idle = layer_host_idle_s(ops, [t.fwd_s_L for t in blk.by_op], tp_fwd + cp_fwd,
-                             blk.bwd_s_L + recompute_L + tp_bwd + cp_bwd + ep_one, ep_one, full_L, gpu, train, moe, xp)
-    mem_bound = blk.memory_bound_s_L * (1.0 + where(lay.recompute_L == 2.0, 1.0 / 3.0, 0.0, xp))
+                             blk.bwd_s_L + recompute_L + tp_bwd + cp_bwd + ep_one + tp_again + ep_again, ep_one,
+                             full_L, gpu, train, moe, xp, recompute_weights=sel_weights)
+    # Memory-bound time run again: a third of the layer's (its forward) under full recomputation; the memory-bound
+    # ops' forward under selective recomputation of their modules.
+    mem_again = sum((w * where(t.memory_bound_s_L > 0.0, t.fwd_s_L, 0.0, xp)
+                     for t, w in zip(blk.by_op, sel_weights, strict=True) if hasattr(w, "shape")), zero)
+    mem_bound = blk.memory_bound_s_L * (1.0 + where(lay.recompute_L == 2.0, 1.0 / 3.0, 0.0, xp)) + mem_again
     comm_share = min(float(train.moe_comm_sms) / float(gpu.sm_count), 1.0)
-    paired = _ep_paired(blk, n_attn, recompute_L, ep_one, comm_share, xp) if moe else xp.zeros_like(t_L)
+    # A recomputed dispatch and combine (the moe module) is exposed whether or not the passes run merged.
+    paired = _ep_paired(blk, n_attn, rec_attn_L, rec_mlp_L, ep_one, comm_share, xp) + ep_again if moe \
+        else xp.zeros_like(t_L)
     idle_paired = merged_layer_idle_s(ops, n_attn, [t.fwd_s_L for t in blk.by_op], [t.bwd_s_L for t in blk.by_op],
-                                      recompute_L, gpu, train, xp) if host_syncs(ops, train, moe) else idle
-    return LayerTime(blk.fwd_s_L, blk.bwd_s_L, recompute_L, tp_fwd, tp_bwd, cp_fwd, cp_bwd, ep_one, ep_one, mem_bound,
-                     idle, paired, idle_paired)
+                                      rec_attn_L, gpu, train, xp, rec_mlp_L=rec_mlp_L, recompute_weights=sel_weights) \
+        if host_syncs(ops, train, moe) else idle
+    return LayerTime(blk.fwd_s_L, blk.bwd_s_L, recompute_L, tp_fwd, tp_bwd, cp_fwd, cp_bwd, ep_one, ep_one, tp_again,
+                     ep_again, mem_bound, idle, paired, idle_paired)
 
 
-def _ep_paired(blk: BlockTime, n_attn: int, recompute_L: Any, ep_one_L: Any, comm_share: float, xp: Any) -> Any:
+def _ep_paired(blk: BlockTime, n_attn: int, rec_attn_L: Any, rec_mlp_L: Any, ep_one_L: Any, comm_share: float,
+               xp: Any) -> Any:
     """Exposed all-to-all of one MoE layer when the forward of one micro-batch and the backward of
     another are merged (Megatron-Core ``overlap_moe_expert_parallel_comm``).
 
@@ -200,15 +234,17 @@ def _ep_paired(blk: BlockTime, n_attn: int, recompute_L: Any, ep_one_L: Any, com
 
     1. backward combine | attention (+ router) forward;
     2. forward dispatch, backward dispatch | MLP backward (data and weight gradients), MLP forward;
-    3. forward combine | attention backward (+ recomputation).
+    3. forward combine | attention backward (+ its recomputation: all of it under full recomputation).
+
+    Selective recomputation of MLP modules (``rec_mlp_L``) runs in phase 2, before the MLP backward.
 
     Each all-to-all takes ``a = ep_one / 2``. A phase with communication ``E`` beside compute ``C``
     takes ``max(C + s E, E)`` (the communication kernels hold a share ``s`` of the SMs, so compute
     runs at ``1 - s`` while they run), i.e. exposes ``max(s E, E - C)`` beyond its compute."""
     attn_f = sum((t.fwd_s_L for t in blk.by_op[:n_attn]), xp.zeros_like(ep_one_L))
-    attn_b = sum((t.bwd_s_L for t in blk.by_op[:n_attn]), xp.zeros_like(ep_one_L)) + recompute_L
+    attn_b = sum((t.bwd_s_L for t in blk.by_op[:n_attn]), xp.zeros_like(ep_one_L)) + rec_attn_L
     mlp_fb = blk.fwd_s_L + blk.bwd_s_L - sum((t.fwd_s_L + t.bwd_s_L for t in blk.by_op[:n_attn]),
-                                             xp.zeros_like(ep_one_L))
+                                             xp.zeros_like(ep_one_L)) + rec_mlp_L
     a = ep_one_L / 2.0
     s = comm_share
 
@@ -422,10 +458,12 @@ def nominal(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, lay: Layou
     n = float(cluster.num_gpus)
     per_gpu_flops = model_flops / step / n
     peak = sum(p.num_gpus * p.gpu.peak_flops_per_s(train.precision) for p in cluster.pools) / n
-    extra_L = xp.zeros_like(step)
-    for code, mode in enumerate(RECOMPUTE_MODES):
-        per_token = recompute_flops_per_token(model, train.seq_len, mode)
-        extra_L = extra_L + as_float(lay.recompute_L == float(code), xp) * per_token
+    extra_L = as_float(lay.recompute_L == 2.0, xp) * recompute_flops_per_token(model, train.seq_len, "full")
+    for module in RECOMPUTE_MODULES:  # selective: each module's matmuls once (moe contains shared_experts)
+        w_L = lay.recomputes(module, xp)
+        if module == "shared_experts":
+            w_L = w_L * (1.0 - lay.recomputes("moe", xp))
+        extra_L = extra_L + w_L * recompute_flops_per_token(model, train.seq_len, "selective", (module,))
     hw = (model_flops + extra_L * tokens) / step / n
     return NominalResult(step, tokens_per_s, per_gpu_flops / 1e12, per_gpu_flops / peak, hw / peak, breakdown,
                          per_type, pace)

@@ -22,7 +22,7 @@ def print_summary(job: JobSpec, summary: dict[str, Any], out_dir: Path, console:
     con.print(f"[bold]{title}[/bold]")
     etp = f" etp={p.expert_tp}" if job.model.is_moe else ""
     con.print(f"layout tp={p.tp} pp={p.pp} dp={p.dp} cp={p.cp} ep={p.ep}{etp} vpp={p.vpp} micro_batch={p.micro_batch} "
-              f"zero={p.zero} recompute={p.recompute} | seq {job.train.seq_len} x batch {job.train.global_batch} "
+              f"zero={p.zero} recompute={p.recompute_label} | seq {job.train.seq_len} x batch {job.train.global_batch} "
               f"{job.train.precision}")
     t = Table(show_header=True, header_style="bold")
     t.add_column("nominal step")

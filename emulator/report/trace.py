@@ -339,6 +339,7 @@ def build_trace(job: JobSpec, nominal_result: NominalResult, gpu_type: str | Non
         "num_gpus": job.cluster.num_gpus,
         "layout": {"tp": p.tp, "pp": p.pp, "dp": p.dp, "cp": p.cp, "ep": p.ep, "etp": p.expert_tp,
                    "vpp": p.vpp, "micro_batch": p.micro_batch, "zero": p.zero, "recompute": p.recompute,
+                   "recompute_modules": list(p.recompute_modules) if p.recompute == "selective" else [],
                    "pp_comm_overlap": p.pp_comm_overlap},
         "seq_len": job.train.seq_len,
         "global_batch": job.train.global_batch,

@@ -26,7 +26,7 @@ from emulator.cost.step import nominal
 from emulator.io.arrow import StreamWriter
 from emulator.search.space import Space, build_space
 from emulator.spec import ClusterSpec, ConfigError, PoolSpec
-from emulator.spec.parallel import RECOMPUTE_MODES
+from emulator.spec.parallel import RECOMPUTE_MODES, recompute_module_mask
 from emulator.spec.search import SearchJob, SearchSpec
 
 LAYOUTS_SCHEMA = pa.schema([
@@ -70,12 +70,15 @@ def search_cluster(job: SearchJob, search: SearchSpec) -> ClusterSpec:
 def evaluate_chunk(job: SearchJob, cluster: ClusterSpec, cols: dict[str, np.ndarray], search: SearchSpec,
                    xp: Any) -> dict[str, np.ndarray]:
     """Cost-model columns of one chunk of valid layouts (host arrays)."""
+    modules = float(recompute_module_mask(search.recompute_modules))
     lay = LayoutBatch.from_columns(
         xp, tp_L=xp.asarray(cols["tp"]), pp_L=xp.asarray(cols["pp"]), dp_L=xp.asarray(cols["dp"]),
         cp_L=xp.asarray(cols["cp"]), ep_L=xp.asarray(cols["ep"]),
         etp_L=xp.asarray(np.where(cols["etp"] == 0.0, cols["tp"], cols["etp"])), vpp_L=xp.asarray(cols["vpp"]),
         mb_L=xp.asarray(cols["micro_batch"]), zero_L=xp.asarray(cols["zero"]),
-        recompute_L=xp.asarray(cols["recompute"]), sp_L=xp.asarray((cols["tp"] > 1.0).astype(np.float64)),
+        recompute_L=xp.asarray(cols["recompute"]),
+        recompute_modules_L=xp.asarray(np.full(cols["tp"].shape, modules)),
+        sp_L=xp.asarray((cols["tp"] > 1.0).astype(np.float64)),
         ep_overlap_L=xp.asarray(np.full(cols["tp"].shape, float(search.ep_comm_overlap))))
     res = nominal(job.model, job.train, cluster, lay, xp)
     step = to_numpy(res.step_time_s_L)

@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from emulator.spec.errors import require, require_positive
 
 RECOMPUTE_MODES = ("none", "selective", "full")
-"""Activation recomputation: none; selective (attention core, Korthikanti et al. 2022); full (whole layer)."""
+"""Activation recomputation: none; selective (the modules of ``parallel.recompute_modules``; by default the
+attention core, Korthikanti et al. 2022); full (whole layer)."""
+RECOMPUTE_MODULES = ("core_attn", "layernorm", "mla_up_proj", "mlp", "moe", "moe_act", "shared_experts")
+"""The parts of a layer selective recomputation can re-run (Megatron-LM ``--recompute-modules``, whose choices and
+default ``core_attn`` these are): the attention core; the norms that are modules of their own (an MoE layer's
+pre-MLP norm, MLA's input norm; a norm fused into the next GEMM is not); MLA's up-projections; a dense layer's MLP;
+the whole MoE block (router, dispatch and combine, experts, shared experts); the experts' activation; the
+shared experts."""
+DEFAULT_RECOMPUTE_MODULES = ("core_attn",)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,6 +41,8 @@ class ParallelSpec:
     2: + gradients sharded; 3: + parameters sharded (FSDP)."""
     sequence_parallel: bool = True
     recompute: str = "none"
+    recompute_modules: tuple[str, ...] = DEFAULT_RECOMPUTE_MODULES
+    """What ``recompute="selective"`` re-runs in backward (:data:`RECOMPUTE_MODULES`)."""
     tp_comm_overlap: bool = True
     """Overlap TP collectives with the GEMMs that need them (Megatron-Core --tp-comm-overlap)."""
     dp_comm_overlap: bool = True
@@ -51,6 +61,19 @@ class ParallelSpec:
         require(self.zero in (0, 1, 2, 3), f"{p}.zero", self.zero, "must be one of 0, 1, 2, 3")
         require(self.recompute in RECOMPUTE_MODES, f"{p}.recompute", self.recompute,
                 f"must be one of {', '.join(RECOMPUTE_MODES)}")
+        require(isinstance(self.recompute_modules, (list, tuple)), f"{p}.recompute_modules", self.recompute_modules,
+                f"must be a list of modules from {', '.join(RECOMPUTE_MODULES)}")
+        object.__setattr__(self, "recompute_modules", tuple(str(m) for m in self.recompute_modules))
+        for module in self.recompute_modules:
+            require(module in RECOMPUTE_MODULES, f"{p}.recompute_modules", module,
+                    f"each entry must be one of {', '.join(RECOMPUTE_MODULES)}")
+        require(len(set(self.recompute_modules)) == len(self.recompute_modules), f"{p}.recompute_modules",
+                list(self.recompute_modules), "must not repeat an entry")
+        require(self.recompute == "selective" or self.recompute_modules == DEFAULT_RECOMPUTE_MODULES,
+                f"{p}.recompute_modules", list(self.recompute_modules),
+                f"only applies with parallel.recompute=selective (here {self.recompute})")
+        require(self.recompute != "selective" or len(self.recompute_modules) > 0, f"{p}.recompute_modules", [],
+                "must name at least one module with parallel.recompute=selective (or use parallel.recompute=none)")
         require(self.vpp == 1 or self.pp > 1, f"{p}.vpp", self.vpp, "must be 1 when parallel.pp=1")
         require(self.etp >= 0, f"{p}.etp", self.etp, "must be >= 0 (0: the same as parallel.tp)")
         if self.etp in (0, self.tp):
@@ -74,3 +97,18 @@ class ParallelSpec:
     @property
     def recompute_code(self) -> int:
         return RECOMPUTE_MODES.index(self.recompute)
+
+    @property
+    def recompute_label(self) -> str:
+        """``none``, ``full`` or ``selective(module,...)``: the recompute setting as one word for reports."""
+        return f"selective({','.join(self.recompute_modules)})" if self.recompute == "selective" else self.recompute
+
+    @property
+    def recompute_module_mask(self) -> int:
+        """The selective recompute modules as bits (bit ``i``: ``RECOMPUTE_MODULES[i]``)."""
+        return recompute_module_mask(self.recompute_modules)
+
+
+def recompute_module_mask(modules: tuple[str, ...] | list[str]) -> int:
+    """Bit ``i`` set for each ``RECOMPUTE_MODULES[i]`` in ``modules``."""
+    return sum(1 << RECOMPUTE_MODULES.index(m) for m in set(modules))

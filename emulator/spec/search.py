@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from emulator.spec.cluster import ClusterSpec
 from emulator.spec.errors import require
 from emulator.spec.model import ModelSpec
-from emulator.spec.parallel import RECOMPUTE_MODES
+from emulator.spec.parallel import DEFAULT_RECOMPUTE_MODULES, RECOMPUTE_MODES, RECOMPUTE_MODULES
 from emulator.spec.power import PowerSpec
 from emulator.spec.run import RunSpec
 from emulator.spec.train import TrainSpec
@@ -29,6 +29,8 @@ class SearchSpec:
     micro_batch: tuple[int, ...] = ()
     zero: tuple[int, ...] = ()
     recompute: tuple[str, ...] = ()
+    recompute_modules: tuple[str, ...] = DEFAULT_RECOMPUTE_MODULES
+    """What the ``selective`` recompute value re-runs (``parallel.recompute_modules``)."""
     max_gpus: int = 0
     """GPU budget: the job size searched (0: the whole cluster)."""
     objective: str = "tokens_per_s"
@@ -49,6 +51,13 @@ class SearchSpec:
             require(z in (0, 1, 2, 3), f"{p}.zero", z, "values must be in 0-3")
         for r in self.recompute:
             require(r in RECOMPUTE_MODES, f"{p}.recompute", r, f"values must be in {', '.join(RECOMPUTE_MODES)}")
+        require(isinstance(self.recompute_modules, (list, tuple)) and len(self.recompute_modules) > 0,
+                f"{p}.recompute_modules", self.recompute_modules,
+                f"must be a non-empty list of modules from {', '.join(RECOMPUTE_MODULES)}")
+        object.__setattr__(self, "recompute_modules", tuple(str(m) for m in self.recompute_modules))
+        for m in self.recompute_modules:
+            require(m in RECOMPUTE_MODULES, f"{p}.recompute_modules", m,
+                    f"each entry must be one of {', '.join(RECOMPUTE_MODULES)}")
         require(self.max_gpus >= 0, f"{p}.max_gpus", self.max_gpus, "must be >= 0 (0: the whole cluster)")
         require(self.objective in OBJECTIVES, f"{p}.objective", self.objective,
                 f"must be one of {', '.join(OBJECTIVES)}")

@@ -71,7 +71,7 @@ class TrainSpec:
     padded to capacity give. Dropless routing under an auxiliary load-balancing loss runs well above 1:
     Megatron-MoE-ModelZoo's Qwen3-235B-A22B on 256 H100 (EP8, 16 experts per rank, mock data) measures
     forced-balance against dropless throughput at four sequence lengths, and the cost model reproduces
-    all four ratios with one ``f`` of 1.86-1.90 (``validation/moe_imbalance.yaml``)."""
+    all four ratios with one ``f`` of 1.68-1.72 (``validation/moe_imbalance.yaml``, with the runs' recompute)."""
 
     moe_comm_sms: int = 20
     """SMs the expert-parallel dispatch/combine kernels hold while they run beside compute

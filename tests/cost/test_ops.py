@@ -97,7 +97,7 @@ def test_flash_attention_core_flops_use_the_causal_mean() -> None:
     op = dense_ops(tp=tp, dp=4, micro_batch=2)["attention_core"]
     assert flops(op) == pytest.approx(2 * T * ((S + 1) / 2) * (A / tp) * (2 * D), rel=1e-12)
     assert op.kind == "attention"
-    assert op.recomputed_selective
+    assert op.modules == ("core_attn",)
 
 
 def test_unfused_attention_scores_are_not_causally_halved() -> None:

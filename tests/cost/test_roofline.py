@@ -12,7 +12,7 @@ import pytest
 
 from emulator import catalogue
 from emulator.cost.ops import ATTENTION, ATTENTION_FA2, GEMM, GEMM_BF16, MEMORY, Op, Tokens, attention_ops
-from emulator.cost.roofline import block_time, op_time
+from emulator.cost.roofline import block_time, op_time, selective_fwd_s
 from emulator.spec import ModelSpec, TrainSpec
 from tests.conftest import one_layout
 
@@ -91,15 +91,23 @@ def test_attention_forward_and_backward_efficiencies() -> None:
 
 def test_block_time_sums_ops_and_selective_part() -> None:
     """A block's forward/backward are the sums over its ops; the selective-recompute time is the forward of the ops
-    flagged recomputed_selective."""
+    in a module that parallel.recompute_modules names (an op in two named modules once), none without selective."""
     g = gemm(1e12, 1e8)
-    attn = Op("attn", ATTENTION, a(1e11), a(1e6), a(1e11), recomputed_selective=True)
-    mem = Op("m", MEMORY, a(0.0), a(1e9), a(0.0))
+    attn = Op("attn", ATTENTION, a(1e11), a(1e6), a(1e11), modules=("core_attn",))
+    mem = Op("m", MEMORY, a(0.0), a(1e9), a(0.0), modules=("moe_act", "moe"))
     blk = block_time([g, attn, mem], GPU, "bf16", np)
     parts = [op_time(o, GPU, "bf16", np) for o in (g, attn, mem)]
     assert float(blk.fwd_s_L[0]) == pytest.approx(sum(float(p.fwd_s_L[0]) for p in parts), rel=1e-12)
     assert float(blk.bwd_s_L[0]) == pytest.approx(sum(float(p.bwd_s_L[0]) for p in parts), rel=1e-12)
-    assert float(blk.selective_s_L[0]) == pytest.approx(float(parts[1].fwd_s_L[0]), rel=1e-12)
+    attn_f, mem_f = float(parts[1].fwd_s_L[0]), float(parts[2].fwd_s_L[0])
+    cases = [(dict(recompute="none"), 0.0),
+             (dict(recompute="selective"), attn_f),  # Megatron's default module list: core_attn
+             (dict(recompute="selective", recompute_modules=("moe_act",)), mem_f),
+             (dict(recompute="selective", recompute_modules=("core_attn", "moe", "moe_act")), attn_f + mem_f),
+             (dict(recompute="selective", recompute_modules=("layernorm",)), 0.0)]
+    for kwargs, expected in cases:
+        got = float(selective_fwd_s(blk, one_layout(**kwargs), np)[0])
+        assert got == pytest.approx(expected, rel=1e-12, abs=0.0), kwargs
 
 
 def test_flashattention2_core_runs_at_its_own_fractions() -> None:

@@ -22,6 +22,7 @@ from emulator.app import evaluate_nominal
 from emulator.config.compose import compose_config
 from emulator.config.job import build_job, to_plain
 from emulator.spec import ConfigError, JobSpec
+from emulator.spec.parallel import RECOMPUTE_MODULES
 
 BASE = to_plain(compose_config([]))
 KEY_PREFIXES = ("model.", "gpu.", "cluster.", "parallel.", "train.", "run.", "parallel=")
@@ -40,6 +41,7 @@ MUTATIONS: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("parallel", "micro_batch"): st.integers(-1, 5),
     ("parallel", "zero"): st.integers(-1, 4),
     ("parallel", "recompute"): st.sampled_from(["all", "", "Selective"]),
+    ("parallel", "recompute_modules"): st.sampled_from([["attn"], [], "moe_act", ["moe", "moe"], [1]]),
     ("model", "num_layers"): st.integers(-2, 13),
     ("model", "hidden_size"): st.integers(-64, 300),
     ("model", "num_heads"): st.integers(-2, 17),
@@ -105,6 +107,9 @@ def valid_configs(draw: st.DrawFn) -> dict[str, Any]:
         dp_comm_overlap=draw(st.booleans()), pp_comm_overlap=draw(st.booleans()),
         ep_comm_overlap=draw(st.booleans()),
     )
+    if cfg["parallel"]["recompute"] == "selective":
+        cfg["parallel"]["recompute_modules"] = draw(st.lists(st.sampled_from(RECOMPUTE_MODULES), min_size=1,
+                                                             max_size=4, unique=True))
     if moe:
         groups = draw(st.sampled_from([g for g in (1, 2, 4) if experts % g == 0]))
         topk = draw(st.sampled_from([0, *range(1, groups + 1)]))
@@ -193,7 +198,8 @@ def test_strategy_reaches_valid_jobs() -> None:
 
 # ---------------------------------------------------------------- wrong types (plain dicts skip Hydra's schema)
 
-LAYOUT_KEYS = ("tp", "pp", "cp", "ep", "vpp", "micro_batch", "zero", "recompute", "sequence_parallel")
+LAYOUT_KEYS = ("tp", "pp", "cp", "ep", "vpp", "micro_batch", "zero", "recompute", "recompute_modules",
+               "sequence_parallel")
 MODEL_KEYS = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "head_dim", "ffn_hidden_size", "vocab_size",
               "gated_mlp", "local_layers_fraction")
 TRAIN_KEYS = ("seq_len", "global_batch", "precision", "dropout")

@@ -210,3 +210,23 @@ def test_search_costs_the_moe_all_to_all_overlap_when_asked(tmp_path: Path) -> N
     assert on[0]["step_time_s"] < off[0]["step_time_s"]
     step, _, _ = emulate_row([*overrides, "parallel.ep_comm_overlap=true"], on[0])
     assert step == pytest.approx(on[0]["step_time_s"], rel=1e-12)
+
+
+def test_search_recomputes_the_named_modules_for_selective(tmp_path: Path) -> None:
+    """search.recompute_modules: the searched selective layouts re-run those modules, as emulate with
+    parallel.recompute_modules does; the default is Megatron's [core_attn]."""
+    overrides = ["model=grok1", "cluster=dgx_h100", "cluster.num_gpus=512", "train.seq_len=8192",
+                 "train.global_batch=1024"]
+    axes = dict(tp=(4,), cp=(2,), pp=(8,), vpp=(8,), ep=(8,), etp=(4,), micro_batch=(1,), zero=(1,),
+                recompute=("selective",))
+    (tmp_path / "core").mkdir()
+    (tmp_path / "act").mkdir()
+    core = layouts(tmp_path / "core", overrides, **axes)
+    act = layouts(tmp_path / "act", overrides, recompute_modules=("moe_act", "layernorm"), **axes)
+    assert len(core) == len(act) == 1
+    assert act[0]["memory_bytes"] != core[0]["memory_bytes"]
+    step, mem, _ = emulate_row([*overrides, "parallel.recompute_modules=[moe_act,layernorm]"], act[0])
+    assert step == pytest.approx(act[0]["step_time_s"], rel=1e-12)
+    assert mem == pytest.approx(act[0]["memory_bytes"], rel=1e-12)
+    with pytest.raises(ConfigError, match=r"search\.recompute_modules"):
+        SearchSpec(recompute_modules=("attn",))

@@ -80,10 +80,12 @@ def test_dense_rows(results: list[RowResult]) -> None:
 
 def test_moe_rows_stay_within_the_guard(results: list[RowResult]) -> None:
     """MoE rows are never fitted; today they are the weak part of the model (README: known misses): mean 8.2%,
-    11 rows beyond 12% (a ratchet: it was 12 before the alltoall sort and the per-op backward launches)."""
+    12 rows beyond 12%. It was 11 until the rows took their recipes' recompute modules (parallel.recompute_modules)
+    instead of core-attention recompute as a stand-in: mbridge2509_h100_deepseekv3_dropless_1024 recomputes its MLA
+    up-projections and dense MLPs, cheaper than its attention core, and moved from -11.5% to -12.0%."""
     moe = [r for r in results if r.moe]
     assert summary(moe)["mean_abs_error"] <= 0.09
-    assert len([r for r in moe if abs(r.error) > 0.12]) <= 11
+    assert len([r for r in moe if abs(r.error) > 0.12]) <= 12
 
 
 def test_token_drop_qwen3_on_h100(results: list[RowResult]) -> None:
