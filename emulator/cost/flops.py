@@ -45,11 +45,20 @@ def recompute_flops_per_token(model: ModelSpec, seq_len: int, recompute: str,
         return (model_flops_per_token(model, seq_len) - 6.0 * model.hidden_size * model.vocab_size) / 3.0
     if recompute != "selective":
         return 0.0
+    per_module = recompute_flops_by_module(model, seq_len)
+    if "moe" in modules:
+        modules = tuple(m for m in modules if m != "shared_experts")
+    return float(sum(per_module.get(m, 0.0) for m in modules))
+
+
+def recompute_flops_by_module(model: ModelSpec, seq_len: int) -> dict[str, float]:
+    """Per-token FLOPs each selective recompute module adds (:func:`recompute_flops_per_token`); ``moe`` includes the
+    shared experts."""
     a = model.num_heads
     L_dense = model.num_layers - model.num_moe_layers
     L_moe = model.num_moe_layers
     shared = model.mlp_params(model.ffn_hidden_size) if model.is_moe and model.ffn_hidden_size else 0
-    per_module = {
+    return {
         "core_attn": 2.0 * model.num_layers * seq_len * a * (model.qk_head_dim + model.value_head_dim),
         "mla_up_proj": 2.0 * model.num_layers * (model.q_lora_rank * a * model.qk_head_dim + model.kv_lora_rank * a
                                                  * (model.head_dim + model.value_head_dim)) if model.is_mla else 0.0,
@@ -57,7 +66,6 @@ def recompute_flops_per_token(model: ModelSpec, seq_len: int, recompute: str,
         "shared_experts": 2.0 * L_moe * shared,
         "moe": 2.0 * L_moe * (model.experts_per_token * model.expert_params() + model.hidden_size * model.num_experts
                               + shared),
+        "layernorm": 0.0,
+        "moe_act": 0.0,
     }
-    if "moe" in modules:
-        modules = tuple(m for m in modules if m != "shared_experts")
-    return float(sum(per_module.get(m, 0.0) for m in modules))

@@ -117,12 +117,12 @@ def synced_idle_s(steps: list[HostStep], c: float, xp: Any) -> Any:
     return finish_L - busy_L
 
 
-def recompute_launches(ops: list[Op], weights: list[Any], train: TrainSpec) -> Any:
+def recompute_launches(launches: list[Any], weights: list[Any]) -> Any:
     """Host launches that selective recomputation adds to a layer's backward: each re-run op's forward launches
-    (``weights``: 1.0 where the op is re-run, per layout, or a Python 0.0)."""
+    (``launches``, :func:`host_launches`; ``weights``: 1.0 where the op is re-run, per layout, or a Python 0.0)."""
     total: Any = 0.0
-    for n, w in zip(host_launches(ops, train), weights, strict=True):
-        if hasattr(w, "shape"):
+    for n, w in zip(launches, weights, strict=True):
+        if hasattr(w, "shape") and not (isinstance(n, float) and n == 0.0):
             total = total + w * n
     return total
 
@@ -144,7 +144,7 @@ def layer_host_idle_s(ops: list[Op], fwd_s_L: list[Any], gpu_fwd_extra_L: Any, g
     comm_launch = 0.0 if "full_iteration" in train.cuda_graph_scope or not moe else 1.0
     host_fwd = (sum(launches) + 2.0 * comm_launch) * c
     host_bwd_L = (sum(backward_launches(ops, train)) + 2.0 * comm_launch) * c \
-        + recompute_full_L * host_fwd + recompute_launches(ops, recompute_weights or [0.0] * len(ops), train) * c
+        + recompute_full_L * host_fwd + recompute_launches(launches, recompute_weights or [0.0] * len(ops)) * c
     idle_bwd_L = xp.maximum(host_bwd_L - gpu_bwd_L, 0.0)
     names = [op.name for op in ops]
     if host_syncs(ops, train, moe):
@@ -190,8 +190,8 @@ def merged_layer_idle_s(ops: list[Op], n_attn: int, fwd_s_L: list[Any], bwd_s_L:
     bwd = backward_launches(ops, train)
     at = [op.name for op in ops].index(SYNC_AFTER) + 1
     weights = recompute_weights or [0.0] * len(ops)
-    mlp_again = recompute_launches(ops[n_attn:], weights[n_attn:], train)
-    attn_again = recompute_launches(ops[:n_attn], weights[:n_attn], train)
+    mlp_again = recompute_launches(launches[n_attn:], weights[n_attn:])
+    attn_again = recompute_launches(launches[:n_attn], weights[:n_attn])
     seq = [HostStep(rec_mlp_L, mlp_again)] if hasattr(mlp_again, "shape") else []
     seq += [HostStep(bwd_s_L[i], bwd[i]) for i in reversed(range(n_attn, len(ops)))]
     seq += [HostStep(fwd_s_L[i], launches[i]) for i in range(at, len(ops))]

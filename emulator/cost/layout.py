@@ -94,9 +94,12 @@ class LayoutBatch:
     def recomputes(self, module: str, xp: Any) -> Any:
         """1.0 where selective recomputation re-runs ``module`` (one of
         :data:`emulator.spec.parallel.RECOMPUTE_MODULES`), else 0.0."""
-        bit = float(1 << RECOMPUTE_MODULES.index(module))
-        on_L = xp.remainder(xp.floor(self.recompute_modules_L / bit), 2.0) == 1.0
-        return as_float(on_L & (self.recompute_L == 1.0), xp)
+        cache = self.__dict__.setdefault("_recompute_flags", {})  # the batch is immutable: compute each once
+        if module not in cache:
+            bit = float(1 << RECOMPUTE_MODULES.index(module))
+            on_L = xp.remainder(xp.floor(self.recompute_modules_L / bit), 2.0) == 1.0
+            cache[module] = as_float(on_L & (self.recompute_L == 1.0), xp)
+        return cache[module]
 
     @property
     def size(self) -> int:

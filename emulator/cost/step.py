@@ -39,7 +39,7 @@ from typing import Any
 
 from emulator.cost.arrays import as_float, where
 from emulator.cost.collectives import Fabric
-from emulator.cost.flops import model_flops_per_token, recompute_flops_per_token
+from emulator.cost.flops import model_flops_per_token, recompute_flops_by_module, recompute_flops_per_token
 from emulator.cost.host import host_syncs, layer_host_idle_s, merged_layer_idle_s
 from emulator.cost.layout import LayoutBatch
 from emulator.cost.memory import MemoryBreakdown, expert_replicas, memory_per_gpu, stage_params
@@ -59,7 +59,6 @@ from emulator.cost.stages import StageLayers
 from emulator.spec.cluster import ClusterSpec
 from emulator.spec.gpu import GpuSpec
 from emulator.spec.model import ModelSpec
-from emulator.spec.parallel import RECOMPUTE_MODULES
 from emulator.spec.train import TrainSpec
 
 BREAKDOWN_KEYS = ("compute", "tp_comm", "pp_comm", "dp_comm", "cp_comm", "ep_comm", "bubble", "optimizer", "other")
@@ -142,8 +141,10 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
     one = xp.ones_like(t_L)
     weights = recomputed_weights([t.modules for t in blk.by_op], lay, xp)
     zero = xp.zeros_like(lay.tp_L)
-    sel_attn_L = sum((w * t.fwd_s_L for t, w in zip(blk.by_op[:n_attn], weights[:n_attn], strict=True)), zero)
-    sel_mlp_L = sum((w * t.fwd_s_L for t, w in zip(blk.by_op[n_attn:], weights[n_attn:], strict=True)), zero)
+    sel_attn_L = sum((w * t.fwd_s_L for t, w in zip(blk.by_op[:n_attn], weights[:n_attn], strict=True)
+                      if hasattr(w, "shape")), zero)
+    sel_mlp_L = sum((w * t.fwd_s_L for t, w in zip(blk.by_op[n_attn:], weights[n_attn:], strict=True)
+                     if hasattr(w, "shape")), zero)
     full_L = as_float(lay.recompute_L == 2.0, xp)
     # Where it runs again: full recomputation re-runs the whole forward before the layer's backward (counted
     # with the attention part, whose backward comes last); selective re-runs each module before its backward.
@@ -459,11 +460,14 @@ def nominal(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, lay: Layou
     per_gpu_flops = model_flops / step / n
     peak = sum(p.num_gpus * p.gpu.peak_flops_per_s(train.precision) for p in cluster.pools) / n
     extra_L = as_float(lay.recompute_L == 2.0, xp) * recompute_flops_per_token(model, train.seq_len, "full")
-    for module in RECOMPUTE_MODULES:  # selective: each module's matmuls once (moe contains shared_experts)
+    for module, per_token in recompute_flops_by_module(model, train.seq_len).items():
+        if per_token == 0.0:
+            continue
+        # selective: each module's matmuls once (moe contains shared_experts)
         w_L = lay.recomputes(module, xp)
         if module == "shared_experts":
             w_L = w_L * (1.0 - lay.recomputes("moe", xp))
-        extra_L = extra_L + w_L * recompute_flops_per_token(model, train.seq_len, "selective", (module,))
+        extra_L = extra_L + w_L * per_token
     hw = (model_flops + extra_L * tokens) / step / n
     return NominalResult(step, tokens_per_s, per_gpu_flops / 1e12, per_gpu_flops / peak, hw / peak, breakdown,
                          per_type, pace)
