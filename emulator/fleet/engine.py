@@ -34,6 +34,7 @@ from emulator.fleet.power import PowerModel
 from emulator.fleet.topology import Topology
 from emulator.fleet.variability import group_jitter_BN, group_max, persistent_factor_G
 from emulator.spec import JobSpec, ParallelSpec
+from emulator.spec.parallel import DEFAULT_RECOMPUTE_MODULES
 from emulator.spec.reliability import PER
 
 NS = 1_000_000_000
@@ -97,7 +98,11 @@ def _order(mode: str) -> int:
 
 
 def _with_recompute(par: ParallelSpec, mode: str) -> ParallelSpec:
-    return replace(par, recompute=mode)
+    """The layout with recompute ``mode``: a selective layout keeps its modules; a lighter mode drops them (they only
+    apply to selective), and selective reached from full re-runs Megatron's default, the attention core."""
+    if mode == par.recompute:
+        return par
+    return replace(par, recompute=mode, recompute_modules=DEFAULT_RECOMPUTE_MODULES)
 
 
 @dataclass

@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from emulator.fleet.engine import FleetEngine
+from emulator.fleet.engine import FleetEngine, _with_recompute
 from emulator.fleet.topology import Topology
-from emulator.spec import ConfigError
+from emulator.spec import ConfigError, ParallelSpec
 
 from .helpers import cli, job_of, merged, run_pipeline
 
@@ -152,3 +152,16 @@ def test_cli_rejects_a_pool_layout_mismatch_in_one_line(case: str, tmp_path: Pat
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "cluster.pools[0].num_gpus" in lines[0]
+
+
+def test_pools_with_spare_hbm_drop_module_recompute(tmp_path: Path) -> None:
+    """A selective layout with named modules on a mixed cluster: each pool tries lighter modes (none, then the
+    configured selective with its modules); dropping to none drops the module list instead of failing."""
+    par = ParallelSpec(tp=2, pp=2, dp=64, recompute="selective", recompute_modules=("moe_act", "layernorm"))
+    assert _with_recompute(par, "selective") is par
+    assert _with_recompute(par, "none").recompute_modules == ("core_attn",)
+    full = ParallelSpec(tp=2, pp=2, dp=64, recompute="full")
+    assert _with_recompute(full, "selective").recompute_modules == ("core_attn",)
+    summary, _ = run_pipeline(tmp_path, "parallel.recompute=selective", "parallel.recompute_modules=[core_attn,mlp]",
+                              base=MIXED)
+    assert set(summary["fleet"]["recompute_by_pool"]) <= {"none", "selective"}
