@@ -83,8 +83,9 @@ def test_every_emulate_example_in_the_readme_is_a_valid_job() -> None:
     assert len(commands) >= 8, commands
     for command in commands:
         args = [a for a in shlex.split(command)[1:] if a != "-m" and not a.startswith(("hydra/", "hydra."))]
-        axes = [[f"{a.split('=', 1)[0]}={v}" for v in a.split("=", 1)[1].split(",")] if "," in a else [a]
-                for a in args]
+        # A comma is a multirun sweep, except inside a list value (parallel.recompute_modules=[a,b]).
+        axes = [[f"{a.split('=', 1)[0]}={v}" for v in a.split("=", 1)[1].split(",")]
+                if "," in a and not a.split("=", 1)[1].startswith("[") else [a] for a in args]
         for combo in itertools.product(*axes):
             job = build_job(compose_config(list(combo)))
             if job.run.steps > 0:
