@@ -26,7 +26,8 @@ GQA, gated MLPs, MoE and fused attention; ``Tn = T/tp`` with sequence parallelis
 For GPT (q = kv = h, f = 4h, dropout, unfused, no SP) this is ``s b h (34 + 5 a s / h)`` and with
 SP ``s b h / t (34 + 5 a s / h)``: the paper's formulas (checked in the tests). Selective
 recompute drops the attention core's internals; full recompute keeps only the layer input
-``2 Tn h`` (plus one layer's full set while it is recomputed).
+``2 Tn h`` (plus one layer's full set while it is recomputed; selective recomputation likewise holds one layer's
+dropped bytes while it re-runs them).
 
 Selective recomputation drops what each module of ``parallel.recompute_modules`` keeps inside it
 (:func:`recompute_saved_bytes`): ``core_attn`` the attention core's internals; ``layernorm`` the output
@@ -245,7 +246,11 @@ class StageMemory:
         moe_act = stored_bytes_per_layer(model, train, lay, xp, moe=True) if model.is_moe else dense_act
         full_dense = activation_bytes_per_layer(model, train, lay, xp, moe=False)
         full_moe = activation_bytes_per_layer(model, train, lay, xp, moe=True) if model.is_moe else full_dense
-        recompute_peak_L = where(lay.recompute_L == 2.0, xp.maximum(full_dense, full_moe), 0.0, xp)
+        # While a layer's backward recomputes, what recomputation dropped for it is held again: all of one layer
+        # (full), or what its selected modules dropped (selective).
+        selective_peak_L = xp.maximum(full_dense - dense_act, full_moe - moe_act)
+        recompute_peak_L = where(lay.recompute_L == 2.0, xp.maximum(full_dense, full_moe),
+                                 where(lay.recompute_L == 1.0, selective_peak_L, 0.0, xp), xp)
         tok = Tokens.of(train, lay)
         logits_L = 6.0 * tok.T_L * float(model.vocab_size) / lay.tp_L
         embed_act_L = 2.0 * tok.Tn_L * float(model.hidden_size)

@@ -15,7 +15,7 @@ from emulator.cost.collectives import Fabric
 from emulator.cost.flops import recompute_flops_per_token
 from emulator.cost.host import host_launches
 from emulator.cost.layout import LayoutBatch
-from emulator.cost.memory import recompute_saved_bytes, stored_bytes_per_layer
+from emulator.cost.memory import StageMemory, activation_bytes_per_layer, recompute_saved_bytes, stored_bytes_per_layer
 from emulator.cost.ops import layer_ops
 from emulator.cost.roofline import block_time
 from emulator.cost.step import layer_time, nominal
@@ -252,3 +252,22 @@ def test_a_batch_of_mixed_module_lists_matches_each_layout_alone() -> None:
         mem_b = batch.by_gpu_type["h100"].memory.total_L[i]
         mem_a = alone.by_gpu_type["h100"].memory.total_L[0]
         assert float(mem_b) == pytest.approx(float(mem_a), rel=1e-12)
+
+
+def test_recomputing_a_module_holds_one_layers_dropped_bytes_again() -> None:
+    """While a layer's backward re-runs its modules, what they dropped for that layer is held again: a stage's
+    fixed activation bytes (a middle stage: no logits) are one layer's dropped bytes (the moe module: router
+    probabilities, expert inputs and internals, shared MLP); none and the default core_attn with fused attention
+    hold (almost) nothing extra; full holds one whole layer."""
+    def mid_fixed(layout: LayoutBatch) -> float:
+        return float(StageMemory.of(MOE, TRAIN, layout, np).mid_act_fixed_L[0])
+
+    kw = dict(pp=4, micro_batch=MB)
+    moe_lay = lay(("moe",), **kw)
+    saved = float(recompute_saved_bytes(MOE, TRAIN, moe_lay, np, True)["moe"][0])
+    assert mid_fixed(moe_lay) == pytest.approx(saved, rel=1e-12)
+    assert mid_fixed(lay(recompute="none", **kw)) == 0.0
+    core = float(recompute_saved_bytes(MOE, TRAIN, lay(**kw), np, True)["core_attn"][0])
+    assert mid_fixed(lay(**kw)) == pytest.approx(core, rel=1e-12)
+    full = lay(recompute="full", **kw)
+    assert mid_fixed(full) == pytest.approx(float(activation_bytes_per_layer(MOE, TRAIN, full, np, True)[0]), rel=1e-12)
