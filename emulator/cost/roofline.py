@@ -106,11 +106,11 @@ def recomputed_weights(modules: list[tuple[str, ...]], lay: LayoutBatch, xp: Any
     return out
 
 
-def selective_fwd_s(block: BlockTime, lay: LayoutBatch, xp: Any) -> Any:
-    """Forward seconds that selective recomputation runs again in backward, per layout."""
-    weights = recomputed_weights([t.modules for t in block.by_op], lay, xp)
-    total = xp.zeros_like(block.fwd_s_L)
-    for t, w in zip(block.by_op, weights, strict=True):
+def weighted_fwd_s(times: tuple[OpTime, ...], weights: list[Any], like: Any) -> Any:
+    """Forward seconds of the ops run again, per layout: ``sum w_i fwd_i`` over the ops with an array weight
+    (:func:`recomputed_weights`); ``like`` gives the zero to start from."""
+    total = like * 0.0
+    for t, w in zip(times, weights, strict=True):
         if hasattr(w, "shape"):
             total = total + w * t.fwd_s_L
     return total

@@ -52,7 +52,7 @@ from emulator.cost.ops import (
     layer_parts,
     logits_ops,
 )
-from emulator.cost.roofline import BlockTime, block_time, recomputed_weights
+from emulator.cost.roofline import BlockTime, block_time, recomputed_weights, weighted_fwd_s
 from emulator.cost.routing import remote_nodes_per_token
 from emulator.cost.shapes import LayerShapes
 from emulator.cost.stages import StageLayers
@@ -141,10 +141,8 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
     one = xp.ones_like(t_L)
     weights = recomputed_weights([t.modules for t in blk.by_op], lay, xp)
     zero = xp.zeros_like(lay.tp_L)
-    sel_attn_L = sum((w * t.fwd_s_L for t, w in zip(blk.by_op[:n_attn], weights[:n_attn], strict=True)
-                      if hasattr(w, "shape")), zero)
-    sel_mlp_L = sum((w * t.fwd_s_L for t, w in zip(blk.by_op[n_attn:], weights[n_attn:], strict=True)
-                     if hasattr(w, "shape")), zero)
+    sel_attn_L = weighted_fwd_s(blk.by_op[:n_attn], weights[:n_attn], zero)
+    sel_mlp_L = weighted_fwd_s(blk.by_op[n_attn:], weights[n_attn:], zero)
     full_L = as_float(lay.recompute_L == 2.0, xp)
     # Where it runs again: full recomputation re-runs the whole forward before the layer's backward (counted
     # with the attention part, whose backward comes last); selective re-runs each module before its backward.

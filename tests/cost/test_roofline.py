@@ -12,7 +12,7 @@ import pytest
 
 from emulator import catalogue
 from emulator.cost.ops import ATTENTION, ATTENTION_FA2, GEMM, GEMM_BF16, MEMORY, Op, Tokens, attention_ops
-from emulator.cost.roofline import block_time, op_time, selective_fwd_s
+from emulator.cost.roofline import block_time, op_time, recomputed_weights, weighted_fwd_s
 from emulator.spec import ModelSpec, TrainSpec
 from tests.conftest import one_layout
 
@@ -106,7 +106,8 @@ def test_block_time_sums_ops_and_selective_part() -> None:
              (dict(recompute="selective", recompute_modules=("core_attn", "moe", "moe_act")), attn_f + mem_f),
              (dict(recompute="selective", recompute_modules=("layernorm",)), 0.0)]
     for kwargs, expected in cases:
-        got = float(selective_fwd_s(blk, one_layout(**kwargs), np)[0])
+        weights = recomputed_weights([t.modules for t in blk.by_op], one_layout(**kwargs), np)
+        got = float(weighted_fwd_s(blk.by_op, weights, blk.fwd_s_L)[0])
         assert got == pytest.approx(expected, rel=1e-12, abs=0.0), kwargs
 
 
