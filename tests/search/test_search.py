@@ -23,6 +23,12 @@ GPT3_6144 = ["model=gpt3_175b", "cluster=dgx_h100", "cluster.num_gpus=6144", "tr
 WEAK_177B = ["cluster=dgx_h100", "cluster.num_gpus=2304", "train.seq_len=4096", "train.global_batch=1152",
              "train.dropout=0.1", "model=gpt3_175b", "model.vocab_size=131072"]
 
+GROK1_512 = ["model=grok1", "cluster=dgx_h100", "cluster.num_gpus=512", "train.seq_len=8192",
+             "train.global_batch=1024"]
+GROK1_ONE_LAYOUT: dict[str, tuple[int, ...]] = dict(tp=(4,), cp=(2,), pp=(8,), vpp=(8,), ep=(8,), etp=(4,),
+                                                    micro_batch=(1,), zero=(1,))
+"""Search axes that leave one Grok-1 layout on 512 H100 (with one recompute value)."""
+
 
 def layouts(tmp_path: Path, overrides: list[str], **search: object) -> list[dict[str, object]]:
     cfg = compose_config(overrides, config_name="emulate_search")
@@ -175,8 +181,7 @@ def test_an_axis_takes_a_single_value_as_the_contract_writes_it() -> None:
 def test_moe_layouts_with_expert_tp_match_emulate_alone(tmp_path: Path) -> None:
     """An MoE search varies expert tensor parallelism (etp) jointly with ep (ep x etp divides tp x cp x dp);
     sampled rows with etp = 1 and etp = tp equal emulate with the same parallel.etp."""
-    overrides = ["model=grok1", "cluster=dgx_h100", "cluster.num_gpus=512", "train.seq_len=8192",
-                 "train.global_batch=1024"]
+    overrides = GROK1_512
     rows = layouts(tmp_path, overrides, tp=(4,), cp=(2,), pp=(8,), micro_batch=(1,), zero=(1,),
                    recompute=("none",))
     assert {r["etp"] for r in rows} == {1, 2, 4, 8}  # etp may exceed tp: the expert grid is its own
@@ -198,10 +203,8 @@ def test_moe_layouts_with_expert_tp_match_emulate_alone(tmp_path: Path) -> None:
 
 def test_search_costs_the_moe_all_to_all_overlap_when_asked(tmp_path: Path) -> None:
     """search.ep_comm_overlap=true: every layout costed as emulate costs it with parallel.ep_comm_overlap=true."""
-    overrides = ["model=grok1", "cluster=dgx_h100", "cluster.num_gpus=512", "train.seq_len=8192",
-                 "train.global_batch=1024"]
-    axes = dict(tp=(4,), cp=(2,), pp=(8,), vpp=(8,), ep=(8,), etp=(4,), micro_batch=(1,), zero=(1,),
-                recompute=("none",))
+    overrides = GROK1_512
+    axes = {**GROK1_ONE_LAYOUT, "recompute": ("none",)}
     (tmp_path / "off").mkdir()
     (tmp_path / "on").mkdir()
     off = layouts(tmp_path / "off", overrides, **axes)
@@ -215,10 +218,8 @@ def test_search_costs_the_moe_all_to_all_overlap_when_asked(tmp_path: Path) -> N
 def test_search_recomputes_the_named_modules_for_selective(tmp_path: Path) -> None:
     """search.recompute_modules: the searched selective layouts re-run those modules, as emulate with
     parallel.recompute_modules does; the default is Megatron's [core_attn]."""
-    overrides = ["model=grok1", "cluster=dgx_h100", "cluster.num_gpus=512", "train.seq_len=8192",
-                 "train.global_batch=1024"]
-    axes = dict(tp=(4,), cp=(2,), pp=(8,), vpp=(8,), ep=(8,), etp=(4,), micro_batch=(1,), zero=(1,),
-                recompute=("selective",))
+    overrides = GROK1_512
+    axes = {**GROK1_ONE_LAYOUT, "recompute": ("selective",)}
     (tmp_path / "core").mkdir()
     (tmp_path / "act").mkdir()
     core = layouts(tmp_path / "core", overrides, **axes)
