@@ -385,11 +385,12 @@ def _merged_mix(alone_L: Any, paired_L: Any, lay: LayoutBatch, m_L: Any, xp: Any
     backward both run merged with another micro-batch's costs the merged figure. Passes with no partner
     stay alone: the warm-up forwards and cool-down backwards
     of the schedule, ``w`` of the ``m vpp`` virtual-stage passes, ``w = 2 (pp-1) + (vpp-1) pp``
-    interleaved (Megatron-Core's warm-up count on the first pipeline rank), ``pp - 1`` plain 1F1B,
-    and the first forward / last backward without pipelining (``w = 1``):
+    interleaved (Megatron-Core's warm-up count on the first pipeline rank), and the first forward / last
+    backward without pipelining (``w = 1``; Megatron-Core runs the overlap with pp > 1 only interleaved,
+    :func:`emulator.spec.parallel.ep_overlap_blocker`):
     ``cost = u alone + (1 - u) paired``, ``u = min(1, w / (m vpp))``."""
     pp, vpp = lay.pp_L, lay.vpp_L
-    warm_L = where(vpp > 1.0, 2.0 * (pp - 1.0) + (vpp - 1.0) * pp, xp.maximum(pp - 1.0, 1.0), xp)
+    warm_L = where(vpp > 1.0, 2.0 * (pp - 1.0) + (vpp - 1.0) * pp, 1.0, xp)
     unpaired_L = xp.minimum(warm_L / (m_L * vpp), 1.0)
     overlapped = unpaired_L * alone_L + (1.0 - unpaired_L) * paired_L
     return where(lay.ep_overlap_L > 0.0, overlapped, alone_L, xp)

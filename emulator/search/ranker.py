@@ -79,7 +79,7 @@ def evaluate_chunk(job: SearchJob, cluster: ClusterSpec, cols: dict[str, np.ndar
         recompute_L=xp.asarray(cols["recompute"]),
         recompute_modules_L=xp.asarray(np.full(cols["tp"].shape, modules)),
         sp_L=xp.asarray((cols["tp"] > 1.0).astype(np.float64)),
-        ep_overlap_L=xp.asarray(np.full(cols["tp"].shape, float(search.ep_comm_overlap))))
+        ep_overlap_L=xp.asarray(_ep_overlap(cols, search)))
     res = nominal(job.model, job.train, cluster, lay, xp)
     step = to_numpy(res.step_time_s_L)
     fits = np.ones(step.shape, dtype=bool)
@@ -97,6 +97,19 @@ def evaluate_chunk(job: SearchJob, cluster: ClusterSpec, cols: dict[str, np.ndar
         objective = -job.train.total_tokens / tokens / 86400.0
     return {"step_time_s": step, "tokens_per_s": tokens, "mfu": to_numpy(res.mfu_L), "fits": fits,
             "memory_bytes": mem, "facility_power_mw": power_w / 1e6, "objective": objective}
+
+
+def _ep_overlap(cols: dict[str, np.ndarray], search: SearchSpec) -> np.ndarray:
+    """1.0 for the layouts that run the MoE all-to-all overlap under ``search.ep_comm_overlap``: those Megatron-Core
+    runs it for (:func:`emulator.spec.parallel.ep_overlap_blocker`: ep > 1, vpp > 1 when pp > 1, no full
+    recomputation, no ``moe`` among the selective modules); the others are costed without it."""
+    if not search.ep_comm_overlap:
+        return np.zeros(cols["tp"].shape)
+    full, selective = float(RECOMPUTE_MODES.index("full")), float(RECOMPUTE_MODES.index("selective"))
+    ok = (cols["ep"] > 1.0) & ((cols["pp"] == 1.0) | (cols["vpp"] > 1.0)) & (cols["recompute"] != full)
+    if "moe" in search.recompute_modules:
+        ok &= cols["recompute"] != selective
+    return ok.astype(np.float64)
 
 
 def _site_power_w(job: SearchJob, cluster: ClusterSpec, b: dict[str, np.ndarray], step: np.ndarray) -> np.ndarray:

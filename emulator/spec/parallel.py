@@ -52,7 +52,7 @@ class ParallelSpec:
     ep_comm_overlap: bool = False
     """Overlap the MoE dispatch/combine of one micro-batch with another micro-batch's compute in the
     steady 1F1B phase (Megatron-Core --overlap-moe-expert-parallel-comm, with --delay-wgrad-compute).
-    Off by default, as in Megatron-Core."""
+    Off by default, as in Megatron-Core. Only where Megatron-Core runs it (:func:`ep_overlap_blocker`)."""
 
     def __post_init__(self) -> None:
         p = "parallel"
@@ -75,6 +75,9 @@ class ParallelSpec:
         require(self.recompute != "selective" or len(self.recompute_modules) > 0, f"{p}.recompute_modules", [],
                 "must name at least one module with parallel.recompute=selective (or use parallel.recompute=none)")
         require(self.vpp == 1 or self.pp > 1, f"{p}.vpp", self.vpp, "must be 1 when parallel.pp=1")
+        if self.ep_comm_overlap:
+            why = ep_overlap_blocker(self.ep, self.pp, self.vpp, self.recompute, self.recompute_modules)
+            require(not why, f"{p}.ep_comm_overlap", "true", why)
         require(self.etp >= 0, f"{p}.etp", self.etp, "must be >= 0 (0: the same as parallel.tp)")
         if self.etp in (0, self.tp):
             require((self.dp * self.cp) % self.ep == 0, f"{p}.ep", self.ep,
@@ -112,3 +115,23 @@ class ParallelSpec:
 def recompute_module_mask(modules: tuple[str, ...] | list[str]) -> int:
     """Bit ``i`` set for each ``RECOMPUTE_MODULES[i]`` in ``modules``."""
     return sum(1 << RECOMPUTE_MODULES.index(m) for m in set(modules))
+
+
+def ep_overlap_blocker(ep: int, pp: int, vpp: int, recompute: str, modules: tuple[str, ...]) -> str:
+    """Why Megatron-Core refuses ``--overlap-moe-expert-parallel-comm`` for this layout ("" where it runs it).
+
+    Its ``TransformerConfig.__post_init__`` asserts, under ``overlap_moe_expert_parallel_comm``: expert
+    parallelism (``expert_model_parallel_size > 1``); a virtual pipeline size when ``pipeline_model_parallel_size
+    > 1`` (the merged forward/backward schedule lives in the interleaved 1F1B); ``recompute_granularity !=
+    'full'``; and ``"moe" not in recompute_modules`` (re-running a layer or an MoE block re-runs its dispatch,
+    which the schedule cannot pair)."""
+    if ep <= 1:
+        return "needs parallel.ep > 1 (it hides the expert-parallel all-to-all; Megatron-Core asserts ep > 1)"
+    if pp > 1 and vpp <= 1:
+        return (f"needs parallel.vpp > 1 with parallel.pp={pp} (Megatron-Core runs the merged schedule only in "
+                "the interleaved 1F1B)")
+    if recompute == "full":
+        return "cannot be combined with parallel.recompute=full (Megatron-Core asserts it)"
+    if recompute == "selective" and "moe" in modules:
+        return "cannot be combined with moe in parallel.recompute_modules (Megatron-Core asserts it)"
+    return ""

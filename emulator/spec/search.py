@@ -37,7 +37,8 @@ class SearchSpec:
     must_fit: bool = True
     """Rank only layouts that fit in HBM (the others are still written, with fits=false)."""
     ep_comm_overlap: bool = False
-    """Cost every layout with the MoE all-to-all overlap (``parallel.ep_comm_overlap``) on."""
+    """Cost with the MoE all-to-all overlap (``parallel.ep_comm_overlap``) on every layout Megatron-Core runs it
+    for (ep > 1, vpp > 1 when pp > 1, no full recomputation, no ``moe`` module recomputed); the others without."""
     top: int = 10
     chunk: int = 50_000
     """Candidate layouts evaluated per array call: memory is bounded by this, not by the space."""

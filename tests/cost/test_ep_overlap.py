@@ -18,7 +18,7 @@ from emulator.cost.layout import LayoutBatch
 from emulator.cost.ops import Tokens, attention_ops, layer_ops
 from emulator.cost.roofline import block_time
 from emulator.cost.step import layer_time, nominal
-from emulator.spec import ModelSpec, ParallelSpec, TrainSpec
+from emulator.spec import ConfigError, ModelSpec, ParallelSpec, TrainSpec
 from tests.conftest import make_cluster, one_layout
 
 MOE = ModelSpec(name="m", num_layers=8, hidden_size=2048, num_heads=16, num_kv_heads=4, head_dim=128,
@@ -54,7 +54,7 @@ def test_paired_layer_exposure_by_hand() -> None:
         max(0.0, a - attn_f) + max(0.0, 2 * a - mlp) + max(0.0, a - attn_b), rel=1e-12, abs=1e-15)
 
 
-@pytest.mark.parametrize(("pp", "vpp", "warm"), [(1, 1, 1), (2, 1, 1), (4, 2, 2 * 3 + 1 * 4)])
+@pytest.mark.parametrize(("pp", "vpp", "warm"), [(1, 1, 1), (2, 2, 2 * 1 + 1 * 2), (4, 2, 2 * 3 + 1 * 4)])
 def test_unpaired_passes_stay_exposed(pp: int, vpp: int, warm: int) -> None:
     """ep_comm = m (u ep + (1 - u) ep_paired) with u = w / (m vpp); without the overlap m ep."""
     cluster = make_cluster(num_gpus=64)
@@ -75,11 +75,16 @@ def test_unpaired_passes_stay_exposed(pp: int, vpp: int, warm: int) -> None:
     assert float(on.step_time_s_L[0]) < float(off.step_time_s_L[0])
 
 
-def test_dense_model_ignores_the_flag() -> None:
-    dense = ModelSpec(name="d", num_layers=4, hidden_size=1024, num_heads=8, num_kv_heads=8, head_dim=128,
-                      ffn_hidden_size=4096, vocab_size=32000)
-    cluster = make_cluster(num_gpus=8)
-    train = _train()
-    a = nominal(dense, train, cluster, LayoutBatch.from_specs([ParallelSpec(dp=8)], np), np)
-    b = nominal(dense, train, cluster, LayoutBatch.from_specs([ParallelSpec(dp=8, ep_comm_overlap=True)], np), np)
-    assert float(a.step_time_s_L[0]) == float(b.step_time_s_L[0])
+@pytest.mark.parametrize(("par", "why"), [
+    (dict(dp=8), "needs parallel.ep > 1"),
+    (dict(pp=2, dp=4, ep=4), "needs parallel.vpp > 1 with parallel.pp=2"),
+    (dict(dp=8, ep=8, recompute="full"), "cannot be combined with parallel.recompute=full"),
+    (dict(dp=8, ep=8, recompute="selective", recompute_modules=("moe_act", "moe")),
+     "cannot be combined with moe in parallel.recompute_modules"),
+])
+def test_the_gate_refuses_what_megatron_core_refuses(par: dict[str, object], why: str) -> None:
+    """Megatron-Core's TransformerConfig asserts, under overlap_moe_expert_parallel_comm: ep > 1, a virtual
+    pipeline size with pp > 1, no full recomputation and no recomputed moe module."""
+    with pytest.raises(ConfigError, match="parallel.ep_comm_overlap=true: " + why):
+        ParallelSpec(**par, ep_comm_overlap=True)  # type: ignore[arg-type]
+    ParallelSpec(**par)  # type: ignore[arg-type]  # valid without the overlap

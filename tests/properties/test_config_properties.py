@@ -22,7 +22,7 @@ from emulator.app import evaluate_nominal
 from emulator.config.compose import compose_config
 from emulator.config.job import build_job, to_plain
 from emulator.spec import ConfigError, JobSpec
-from emulator.spec.parallel import RECOMPUTE_MODULES
+from emulator.spec.parallel import RECOMPUTE_MODULES, ep_overlap_blocker
 
 BASE = to_plain(compose_config([]))
 KEY_PREFIXES = ("model.", "gpu.", "cluster.", "parallel.", "train.", "run.", "parallel=")
@@ -42,6 +42,7 @@ MUTATIONS: dict[tuple[str, str], st.SearchStrategy[Any]] = {
     ("parallel", "zero"): st.integers(-1, 4),
     ("parallel", "recompute"): st.sampled_from(["all", "", "Selective"]),
     ("parallel", "recompute_modules"): st.sampled_from([["attn"], [], "moe_act", ["moe", "moe"], [1]]),
+    ("parallel", "ep_comm_overlap"): st.just(True),  # refused where Megatron-Core refuses it, else valid
     ("model", "num_layers"): st.integers(-2, 13),
     ("model", "hidden_size"): st.integers(-64, 300),
     ("model", "num_heads"): st.integers(-2, 17),
@@ -110,6 +111,10 @@ def valid_configs(draw: st.DrawFn) -> dict[str, Any]:
     if cfg["parallel"]["recompute"] == "selective":
         cfg["parallel"]["recompute_modules"] = draw(st.lists(st.sampled_from(RECOMPUTE_MODULES), min_size=1,
                                                              max_size=4, unique=True))
+    par = cfg["parallel"]
+    # A valid job turns the MoE all-to-all overlap on only where Megatron-Core allows it (mutations may break it).
+    par["ep_comm_overlap"] = par["ep_comm_overlap"] and not ep_overlap_blocker(
+        ep, pp, vpp, par["recompute"], tuple(par.get("recompute_modules", ())))
     if moe:
         groups = draw(st.sampled_from([g for g in (1, 2, 4) if experts % g == 0]))
         topk = draw(st.sampled_from([0, *range(1, groups + 1)]))

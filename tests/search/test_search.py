@@ -215,6 +215,19 @@ def test_search_costs_the_moe_all_to_all_overlap_when_asked(tmp_path: Path) -> N
     assert step == pytest.approx(on[0]["step_time_s"], rel=1e-12)
 
 
+def test_search_overlap_only_where_megatron_core_runs_it(tmp_path: Path) -> None:
+    """search.ep_comm_overlap=true leaves the layouts Megatron-Core refuses the overlap for (here full
+    recomputation) costed without it, as emulate can only cost them."""
+    overrides = GROK1_512
+    axes = {**GROK1_ONE_LAYOUT, "recompute": ("full",)}
+    (tmp_path / "off").mkdir()
+    (tmp_path / "on").mkdir()
+    off = layouts(tmp_path / "off", overrides, **axes)
+    on = layouts(tmp_path / "on", overrides, ep_comm_overlap=True, **axes)
+    assert len(on) == len(off) == 1
+    assert on[0]["step_time_s"] == off[0]["step_time_s"]
+
+
 def test_search_recomputes_the_named_modules_for_selective(tmp_path: Path) -> None:
     """search.recompute_modules: the searched selective layouts re-run those modules, as emulate with
     parallel.recompute_modules does; the default is Megatron's [core_attn]."""
