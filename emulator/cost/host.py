@@ -30,9 +30,10 @@ regimes:
 Backward issues each op's backward kernels (:attr:`emulator.cost.ops.Op.backward_launches_per_kernel` per forward
 kernel: two for a GEMM, three for fused attention, two for a norm, one for an element-wise or copy kernel, none
 for the dispatcher's token counting; one launch per backward all-to-all) and has no sync, so it idles
-``max(H_bwd - G_bwd, 0)``. Under the MoE all-to-all overlap the forward of one micro-batch and
-the backward of another run as one merged layer, so the backward's launches follow the sync too
-(:func:`merged_layer_idle_s`).
+``max(H_bwd - G_bwd, 0)``, unless it re-runs the dispatcher's preprocessing (full recomputation, or the ``moe``
+recompute module), whose sync it then waits at (:func:`layer_host_idle_s`). Under the MoE all-to-all overlap
+the forward of one micro-batch and the backward of another run as one merged layer, so the backward's launches
+follow the sync too (:func:`merged_layer_idle_s`).
 """
 
 from __future__ import annotations
@@ -127,45 +128,80 @@ def recompute_launches(launches: list[Any], weights: list[Any]) -> Any:
     return total
 
 
-def layer_host_idle_s(ops: list[Op], fwd_s_L: list[Any], gpu_fwd_extra_L: Any, gpu_bwd_L: Any, ep_one_L: Any,
-                      recompute_full_L: Any, gpu: GpuSpec, train: TrainSpec, moe: bool, xp: Any,
-                      recompute_weights: list[Any] | None = None) -> Any:
+def layer_host_idle_s(ops: list[Op], n_attn: int, fwd_s_L: list[Any], bwd_s_L: list[Any], gpu_fwd_extra_L: Any,
+                      gpu_bwd_extra_L: Any, ep_one_L: Any, recompute_full_L: Any, gpu: GpuSpec, train: TrainSpec,
+                      moe: bool, xp: Any, recompute_weights: list[Any] | None = None) -> Any:
     """GPU idle seconds per micro-batch in one layer (forward + backward) waiting for the host.
 
-    ``fwd_s_L`` are the ops' forward seconds in layer order; ``gpu_fwd_extra_L`` the layer's other exposed
-    forward GPU time (TP and CP communication); ``gpu_bwd_L`` its whole backward (recomputation and
-    exposed communication included); ``ep_one_L`` the exposed dispatch + combine all-to-all of one
-    direction (0 for a dense layer); ``recompute_full_L`` 1 where full recomputation re-issues the forward
-    in backward; ``recompute_weights`` per op, 1 where selective recomputation re-issues its forward
-    (:func:`recompute_launches`). An MoE layer (``moe``) adds one launch per all-to-all and, under
-    ``train.moe_host_sync``, syncs."""
+    ``fwd_s_L`` and ``bwd_s_L`` are the ops' forward and backward seconds in layer order (the first ``n_attn`` the
+    attention part); ``gpu_fwd_extra_L`` the layer's other exposed forward GPU time (TP and CP communication);
+    ``gpu_bwd_extra_L`` its other exposed backward GPU time (TP and CP communication, with what recomputation
+    runs again of it); ``ep_one_L`` the exposed dispatch + combine all-to-all of one direction (0 for a dense
+    layer); ``recompute_full_L`` 1 where full recomputation re-runs the whole forward before the backward;
+    ``recompute_weights`` per op, 1 where selective recomputation re-runs its forward (:func:`recompute_launches`).
+    A re-run forward issues its ops' launches again, and its all-to-alls where it re-runs the permutation. An MoE
+    layer (``moe``) adds one launch per all-to-all.
+
+    Under ``train.moe_host_sync`` the forward waits at the sync (the max-plus recurrence of the module docstring).
+    The backward does too where it re-runs the dispatcher's preprocessing (full recomputation, or the ``moe``
+    module): Megatron-Core's checkpoint re-runs the MoE block's forward, token counts to the host included. From
+    that sync the host issues, in order: the re-run forward from the permutation on (with the dispatch and
+    combine), the MLP part's backward (ops in reverse, the combine's backward all-to-all before the second expert
+    GEMM's and the dispatch's after the permutation's), the selective re-run of attention ops, the attention
+    backward and the other backward GPU time, then the next layer's re-run forward up to its sync (under full
+    recomputation its attention too); the wait is the recurrence over that sequence. Otherwise the backward has
+    no sync and the host runs ahead: it idles ``max(H_bwd - G_bwd, 0)``."""
     c = gpu.host_launch_s
     launches = host_launches(ops, train)
+    bwd_launches = backward_launches(ops, train)
     comm_launch = 0.0 if "full_iteration" in train.cuda_graph_scope or not moe else 1.0
-    host_fwd = (sum(launches) + 2.0 * comm_launch) * c
-    host_bwd_L = (sum(backward_launches(ops, train)) + 2.0 * comm_launch) * c \
-        + recompute_full_L * host_fwd + recompute_launches(launches, recompute_weights or [0.0] * len(ops)) * c
-    idle_bwd_L = xp.maximum(host_bwd_L - gpu_bwd_L, 0.0)
     names = [op.name for op in ops]
-    if host_syncs(ops, train, moe):
-        steps = [HostStep(t, n) for t, n in zip(fwd_s_L, launches, strict=True)]
-        half_L = ep_one_L / 2.0
-        at = names.index(SYNC_AFTER) + 1
-        # Rotate to start after the sync; the dispatch all-to-all follows the permutation and the combine
-        # follows the last expert GEMM.
-        order = steps[at:] + steps[:at]
-        names_r = names[at:] + names[:at]
-        seq: list[HostStep] = []
-        for name, step in zip(names_r, order, strict=True):
-            seq.append(step)
-            if name in ("moe_permute", "expert_fc2"):
-                seq.append(HostStep(half_L, comm_launch))
-        seq.append(HostStep(gpu_fwd_extra_L, 0.0))
-        idle_fwd_L = synced_idle_s(seq, c, xp)
-    else:
+    sel = recompute_weights or [0.0] * len(ops)
+    rerun = [recompute_full_L + w for w in sel]  # per op: 1 where the backward re-runs its forward
+    zero_L = xp.zeros_like(ep_one_L)
+    rerun_a2a_L = rerun[names.index("moe_permute")] if "moe_permute" in names else zero_L
+    host_fwd = (sum(launches) + 2.0 * comm_launch) * c
+    host_bwd_L = (sum(bwd_launches) + 2.0 * comm_launch) * c \
+        + (sum((r * n for r, n in zip(rerun, launches, strict=True)), zero_L) + rerun_a2a_L * 2.0 * comm_launch) * c
+    gpu_bwd_L = sum(bwd_s_L[1:], bwd_s_L[0]) + sum((r * f for r, f in zip(rerun, fwd_s_L, strict=True)), zero_L) \
+        + gpu_bwd_extra_L + ep_one_L * (1.0 + rerun_a2a_L)
+    idle_bwd_L = xp.maximum(host_bwd_L - gpu_bwd_L, 0.0)
+    if not host_syncs(ops, train, moe):
         gpu_fwd_L = sum(fwd_s_L[1:], fwd_s_L[0]) + gpu_fwd_extra_L + ep_one_L
-        idle_fwd_L = xp.maximum(host_fwd - gpu_fwd_L, 0.0)
-    return idle_fwd_L + idle_bwd_L
+        return xp.maximum(host_fwd - gpu_fwd_L, 0.0) + idle_bwd_L
+    half_L = ep_one_L / 2.0
+    at = names.index(SYNC_AFTER) + 1
+    # Rotate to start after the sync; the dispatch all-to-all follows the permutation and the combine
+    # follows the last expert GEMM.
+    seq: list[HostStep] = []
+    for i in [*range(at, len(ops)), *range(at)]:
+        seq.append(HostStep(fwd_s_L[i], launches[i]))
+        if names[i] in ("moe_permute", "expert_fc2"):
+            seq.append(HostStep(half_L, comm_launch))
+    seq.append(HostStep(gpu_fwd_extra_L, 0.0))
+    idle_fwd_L = synced_idle_s(seq, c, xp)
+    pre_L = rerun[at - 1]
+    if not hasattr(pre_L, "shape"):  # no layout re-runs the preprocessing: no sync in backward
+        return idle_fwd_L + idle_bwd_L
+    again: list[HostStep] = []
+    for i in range(at, len(ops)):
+        again.append(HostStep(rerun[i] * fwd_s_L[i], rerun[i] * launches[i]))
+        if names[i] in ("moe_permute", "expert_fc2"):
+            again.append(HostStep(rerun_a2a_L * half_L, rerun_a2a_L * comm_launch))
+    for i in reversed(range(n_attn, len(ops))):
+        if names[i] == "expert_fc2":
+            again.append(HostStep(half_L, comm_launch))
+        again.append(HostStep(bwd_s_L[i], bwd_launches[i]))
+        if names[i] == "moe_permute":
+            again.append(HostStep(half_L, comm_launch))
+    again += [HostStep(sel[i] * fwd_s_L[i], sel[i] * launches[i]) for i in range(n_attn)
+              if hasattr(sel[i], "shape")]
+    again += [HostStep(bwd_s_L[i], bwd_launches[i]) for i in reversed(range(n_attn))]
+    again.append(HostStep(gpu_bwd_extra_L, 0.0))
+    before_sync = [*((i, recompute_full_L) for i in range(n_attn)), *((i, rerun[i]) for i in range(n_attn, at))]
+    again += [HostStep(w * fwd_s_L[i], w * launches[i]) for i, w in before_sync]
+    idle_synced_L = synced_idle_s(again, c, xp)
+    return idle_fwd_L + pre_L * idle_synced_L + (1.0 - pre_L) * idle_bwd_L
 
 
 def merged_layer_idle_s(ops: list[Op], n_attn: int, fwd_s_L: list[Any], bwd_s_L: list[Any], rec_attn_L: Any,

@@ -204,8 +204,8 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
     ep_one = ep_one * float(train.moe_load_imbalance)  # the busiest receiver sets the all-to-all's pace
     ep_again = lay.recomputes("moe", xp) * ep_one if moe else xp.zeros_like(t_L)
     sel_weights = [w * (1.0 - full_L) if hasattr(w, "shape") else w for w in weights]
-    idle = layer_host_idle_s(ops, [t.fwd_s_L for t in blk.by_op], tp_fwd + cp_fwd,
-                             blk.bwd_s_L + recompute_L + tp_bwd + cp_bwd + ep_one + tp_again + ep_again, ep_one,
+    idle = layer_host_idle_s(ops, n_attn, [t.fwd_s_L for t in blk.by_op], [t.bwd_s_L for t in blk.by_op],
+                             tp_fwd + cp_fwd, tp_bwd + cp_bwd + tp_again + full_L * (tp_fwd + cp_fwd), ep_one,
                              full_L, gpu, train, moe, xp, recompute_weights=sel_weights)
     # Memory-bound time run again: a third of the layer's (its forward) under full recomputation; the memory-bound
     # ops' forward under selective recomputation of their modules.
@@ -213,9 +213,8 @@ def layer_time(model: ModelSpec, train: TrainSpec, lay: LayoutBatch, gpu: GpuSpe
                      for t, w in zip(blk.by_op, sel_weights, strict=True) if hasattr(w, "shape")), zero)
     mem_bound = blk.memory_bound_s_L * (1.0 + where(lay.recompute_L == 2.0, 1.0 / 3.0, 0.0, xp)) + mem_again
     comm_share = min(float(train.moe_comm_sms) / float(gpu.sm_count), 1.0)
-    # A recomputed dispatch and combine (the moe module) is exposed whether or not the passes run merged.
-    paired = _ep_paired(blk, n_attn, rec_attn_L, rec_mlp_L, ep_one, comm_share, xp) + ep_again if moe \
-        else xp.zeros_like(t_L)
+    # (Megatron-Core runs the merged passes without recomputing the moe module: no ep_again here.)
+    paired = _ep_paired(blk, n_attn, rec_attn_L, rec_mlp_L, ep_one, comm_share, xp) if moe else xp.zeros_like(t_L)
     idle_paired = merged_layer_idle_s(ops, n_attn, [t.fwd_s_L for t in blk.by_op], [t.bwd_s_L for t in blk.by_op],
                                       rec_attn_L, gpu, train, xp, rec_mlp_L=rec_mlp_L, recompute_weights=sel_weights) \
         if host_syncs(ops, train, moe) else idle

@@ -83,6 +83,12 @@ def _moe_case(**train_changes: object) -> tuple[list, TrainSpec, LayoutBatch]:
     return layer_ops(model, train, lay, np, True), train, lay
 
 
+def _n_attn(ops: list[Op]) -> int:
+    """How many of an MoE layer's ops are its attention part (the MoE block starts at its pre-MLP norm)."""
+    names = [op.name for op in ops]
+    return names.index("mlp_norm")
+
+
 def test_graph_scopes_replace_kernel_launches_by_one_graph_launch() -> None:
     ops, train, _ = _moe_case()
     eager = host_launches(ops, train)
@@ -142,8 +148,8 @@ def _layer_idle(gpu_name: str, **train_changes: object) -> float:
     gpu = catalogue.gpu(gpu_name)
     blk = block_time(ops, gpu, train.precision, np)
     zero = np.zeros(1)
-    idle = layer_host_idle_s(ops, [t.fwd_s_L for t in blk.by_op], zero, blk.bwd_s_L, zero, zero, gpu, train, True,
-                             np)
+    idle = layer_host_idle_s(ops, _n_attn(ops), [t.fwd_s_L for t in blk.by_op], [t.bwd_s_L for t in blk.by_op], zero,
+                             zero, zero, zero, gpu, train, True, np)
     return float(idle[0])
 
 
@@ -154,8 +160,8 @@ def test_unsynced_idle_is_the_aggregate_deficit_by_hand() -> None:
     gpu = catalogue.gpu("gb200")
     blk = block_time(ops, gpu, train.precision, np)
     zero = np.zeros(1)
-    idle = layer_host_idle_s(ops, [t.fwd_s_L for t in blk.by_op], zero, blk.bwd_s_L, zero, zero, gpu, train, True,
-                             np)
+    idle = layer_host_idle_s(ops, _n_attn(ops), [t.fwd_s_L for t in blk.by_op], [t.bwd_s_L for t in blk.by_op], zero,
+                             zero, zero, zero, gpu, train, True, np)
     launches = sum(float(np.asarray(n).max()) for n in host_launches(ops, train)) + 2.0  # + dispatch and combine
     host_fwd = launches * gpu.host_launch_s
     bwd_launches = sum(BWD_PER_KERNEL.get(op.name, 1.0) * float(np.asarray(op.kernels).max()) for op in ops) + 2.0
@@ -211,6 +217,46 @@ def test_merged_layer_idle_by_hand() -> None:
     captured = merged_layer_idle_s(heavy, 1, fwd, bwd, _a(5 * US), gpu,
                                    dataclasses.replace(train, cuda_graph_scope=("attn",)), np)[0]
     assert captured < eager
+
+
+def test_recomputed_moe_block_waits_at_its_sync_in_backward_by_hand() -> None:
+    """The layer of test_merged_layer_idle_by_hand (c = 10 us; a: 10 / 20 us, 1 kernel; moe_preprocess: 1 / 2 us,
+    1 kernel; m: 20 / 40 us, 2 kernels; two backward launches per kernel), unmerged, with the MoE block (preprocess
+    and m) recomputed. Forward from the sync: m (F 30, H 20), a (40, H 30), preprocess (41, H 40); busy 31: idle 10.
+    Backward from the re-run's sync: m again (F 30, H 20), m backward max(70, 70, 70) = 70 (H 60), preprocess
+    backward max(72, 72, 81) = 81 (H 80), a backward max(101, 110, 110) = 110 (H 100), the next layer's preprocess
+    again max(111, 111, 111) = 111; busy 20 + 40 + 2 + 20 + 1 = 83: idle 28. Total 38 us."""
+    ops = [_op("a", 1.0, "attn"), _op("moe_preprocess", 1.0), _op("m", 2.0)]
+    fwd = [_a(10 * US), _a(1 * US), _a(20 * US)]
+    bwd = [_a(20 * US), _a(2 * US), _a(40 * US)]
+    train = TrainSpec(seq_len=8, global_batch=1)
+    gpu = dataclasses.replace(catalogue.gpu("h100"), host_launch_s=10 * US)
+    zero, one = _a(0.0), _a(1.0)
+    got = layer_host_idle_s(ops, 1, fwd, bwd, zero, zero, zero, zero, gpu, train, True, np,
+                            recompute_weights=[zero, one, one])
+    assert got[0] == pytest.approx(38 * US)
+    # Full recomputation re-runs the same block (and the attention, before the next sync): one more 10 us kernel
+    # after a's backward, issued at H 100 + 10: a again max(120, 120, 120) = 120, preprocess max(121, 121, 121):
+    # busy 93, idle 28 again.
+    full = layer_host_idle_s(ops, 1, fwd, bwd, zero, zero, zero, one, gpu, train, True, np)
+    assert full[0] == pytest.approx(38 * US)
+
+
+def test_a_recomputed_moe_block_syncs_the_backward_at_step_level() -> None:
+    """Qwen3-30B on GB200 (Grace host): recomputing the moe module under dropless dispatch re-runs the host sync, so
+    the backward can no longer run ahead and the host wait grows; with token drop (no sync) it does not."""
+    model = catalogue.model("qwen3_30b_a3b")
+    gpu = catalogue.gpu("gb200")
+    cluster = make_cluster(gpu="gb200", num_gpus=8)
+
+    def other(sync: bool, modules: tuple[str, ...]) -> float:
+        train = TrainSpec(seq_len=4096, global_batch=512, precision="fp8", moe_host_sync=sync)
+        lay = LayoutBatch.from_specs([ParallelSpec(tp=1, pp=1, dp=8, ep=8, etp=1, micro_batch=4,
+                                                   recompute="selective", recompute_modules=modules)], np)
+        return float(step_time(model, train, cluster, gpu, lay, np).breakdown_s["other"][0])
+
+    assert other(True, ("moe",)) > 2.0 * other(True, ("moe_act",))
+    assert other(False, ("moe",)) < other(True, ("moe",))
 
 
 def test_merged_idle_applies_only_with_the_overlap_and_a_sync() -> None:
