@@ -201,31 +201,30 @@ def test_moe_layouts_with_expert_tp_match_emulate_alone(tmp_path: Path) -> None:
     assert by_etp[1]["step_time_s"] < by_etp[4]["step_time_s"]
 
 
-def test_search_costs_the_moe_all_to_all_overlap_when_asked(tmp_path: Path) -> None:
-    """search.ep_comm_overlap=true: every layout costed as emulate costs it with parallel.ep_comm_overlap=true."""
-    overrides = GROK1_512
-    axes = {**GROK1_ONE_LAYOUT, "recompute": ("none",)}
+def _one_layout_without_and_with_overlap(tmp_path: Path, recompute: str) -> tuple[dict, dict]:
+    """The single Grok-1 layout searched with search.ep_comm_overlap off and on."""
+    axes = {**GROK1_ONE_LAYOUT, "recompute": (recompute,)}
     (tmp_path / "off").mkdir()
     (tmp_path / "on").mkdir()
-    off = layouts(tmp_path / "off", overrides, **axes)
-    on = layouts(tmp_path / "on", overrides, ep_comm_overlap=True, **axes)
+    off = layouts(tmp_path / "off", GROK1_512, **axes)
+    on = layouts(tmp_path / "on", GROK1_512, ep_comm_overlap=True, **axes)
     assert len(on) == len(off) == 1
-    assert on[0]["step_time_s"] < off[0]["step_time_s"]
-    step, _, _ = emulate_row([*overrides, "parallel.ep_comm_overlap=true"], on[0])
-    assert step == pytest.approx(on[0]["step_time_s"], rel=1e-12)
+    return off[0], on[0]
+
+
+def test_search_costs_the_moe_all_to_all_overlap_when_asked(tmp_path: Path) -> None:
+    """search.ep_comm_overlap=true: every layout costed as emulate costs it with parallel.ep_comm_overlap=true."""
+    off, on = _one_layout_without_and_with_overlap(tmp_path, "none")
+    assert on["step_time_s"] < off["step_time_s"]
+    step, _, _ = emulate_row([*GROK1_512, "parallel.ep_comm_overlap=true"], on)
+    assert step == pytest.approx(on["step_time_s"], rel=1e-12)
 
 
 def test_search_overlap_only_where_megatron_core_runs_it(tmp_path: Path) -> None:
     """search.ep_comm_overlap=true leaves the layouts Megatron-Core refuses the overlap for (here full
     recomputation) costed without it, as emulate can only cost them."""
-    overrides = GROK1_512
-    axes = {**GROK1_ONE_LAYOUT, "recompute": ("full",)}
-    (tmp_path / "off").mkdir()
-    (tmp_path / "on").mkdir()
-    off = layouts(tmp_path / "off", overrides, **axes)
-    on = layouts(tmp_path / "on", overrides, ep_comm_overlap=True, **axes)
-    assert len(on) == len(off) == 1
-    assert on[0]["step_time_s"] == off[0]["step_time_s"]
+    off, on = _one_layout_without_and_with_overlap(tmp_path, "full")
+    assert on["step_time_s"] == off["step_time_s"]
 
 
 def test_search_recomputes_the_named_modules_for_selective(tmp_path: Path) -> None:
