@@ -180,9 +180,7 @@ def layer_host_idle_s(ops: list[Op], n_attn: int, fwd_s_L: list[Any], bwd_s_L: l
             seq.append(HostStep(half_L, comm_launch))
     seq.append(HostStep(gpu_fwd_extra_L, 0.0))
     idle_fwd_L = synced_idle_s(seq, c, xp)
-    pre_L = rerun[at - 1]
-    if not hasattr(pre_L, "shape"):  # no layout re-runs the preprocessing: no sync in backward
-        return idle_fwd_L + idle_bwd_L
+    pre_L = rerun[at - 1]  # 1 where the backward re-runs the preprocessing, and its sync
     again: list[HostStep] = []
     for i in range(at, len(ops)):
         again.append(HostStep(rerun[i] * fwd_s_L[i], rerun[i] * launches[i]))
