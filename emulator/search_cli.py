@@ -59,6 +59,11 @@ def search_job(cfg: DictConfig | dict[str, Any], out_dir: Path | None) -> tuple[
     return job, result
 
 
+def recompute_label(row: dict[str, Any]) -> str:
+    """A layouts.arrow row's recompute as ParallelSpec.recompute_label writes it: ``selective(moe_act,layernorm)``."""
+    return f"{row['recompute']}({row['recompute_modules']})" if row.get("recompute_modules") else row["recompute"]
+
+
 def print_top(job: SearchJob, search: SearchSpec, result: SearchResult, console: Console | None = None) -> None:
     con = console or Console(width=None if sys.stdout.isatty() else 160)
     con.print(f"[bold]{job.model.name}[/bold] on {result.num_gpus:,} GPUs: {result.layouts:,} valid layouts "
@@ -71,7 +76,7 @@ def print_top(job: SearchJob, search: SearchSpec, result: SearchResult, console:
     for col in ("#", *keys[:-2], "mb", "zero", "recompute", "step s", "tokens/s", "MFU", "GB/GPU"):
         t.add_column(col, justify="right")
     for i, row in enumerate(result.best, 1):
-        t.add_row(str(i), *(str(row[k]) for k in keys), row["recompute"], f"{row['step_time_s']:.3f}",
+        t.add_row(str(i), *(str(row[k]) for k in keys), recompute_label(row), f"{row['step_time_s']:.3f}",
                   f"{row['tokens_per_s']:,.0f}", f"{row['mfu']:.1%}", f"{row['memory_bytes'] / 1e9:.1f}")
     con.print(t)
 
@@ -82,7 +87,7 @@ def print_mixed(mixed: dict[str, Any]) -> None:
             return "no layout"
         return (f"tp{row['tp']} pp{row['pp']} dp{row['dp']} cp{row['cp']} ep{row['ep']} etp{row['etp']} "
                 f"vpp{row['vpp']} "
-                f"mb{row['micro_batch']} zero{row['zero']} {row['recompute']}: {row['step_time_s']:.3f} s, "
+                f"mb{row['micro_batch']} zero{row['zero']} {recompute_label(row)}: {row['step_time_s']:.3f} s, "
                 f"{row['tokens_per_s']:,.0f} tokens/s")
 
     for policy, row in mixed["by_placement"].items():

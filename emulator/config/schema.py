@@ -207,7 +207,7 @@ class SearchConf:
     micro_batch: Any = field(default_factory=list)
     zero: Any = field(default_factory=list)
     recompute: Any = field(default_factory=list)
-    recompute_modules: list[str] = field(default_factory=lambda: ["core_attn"])
+    recompute_modules: Any = field(default_factory=lambda: ["core_attn"])  # a list, or a list of lists
     max_gpus: int = 0
     objective: str = "tokens_per_s"
     must_fit: bool = True

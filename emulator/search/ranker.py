@@ -33,6 +33,7 @@ LAYOUTS_SCHEMA = pa.schema([
     ("tp", pa.int64()), ("pp", pa.int64()), ("dp", pa.int64()), ("cp", pa.int64()), ("ep", pa.int64()),
     ("etp", pa.int64()),
     ("vpp", pa.int64()), ("micro_batch", pa.int64()), ("zero", pa.int64()), ("recompute", pa.string()),
+    ("recompute_modules", pa.string()),
     ("fits", pa.bool_()), ("step_time_s", pa.float64()), ("tokens_per_s", pa.float64()), ("mfu", pa.float64()),
     ("memory_bytes", pa.float64()), ("facility_power_mw", pa.float64()), ("objective", pa.float64()),
 ])
@@ -70,14 +71,13 @@ def search_cluster(job: SearchJob, search: SearchSpec) -> ClusterSpec:
 def evaluate_chunk(job: SearchJob, cluster: ClusterSpec, cols: dict[str, np.ndarray], search: SearchSpec,
                    xp: Any) -> dict[str, np.ndarray]:
     """Cost-model columns of one chunk of valid layouts (host arrays)."""
-    modules = float(recompute_module_mask(search.recompute_modules))
     lay = LayoutBatch.from_columns(
         xp, tp_L=xp.asarray(cols["tp"]), pp_L=xp.asarray(cols["pp"]), dp_L=xp.asarray(cols["dp"]),
         cp_L=xp.asarray(cols["cp"]), ep_L=xp.asarray(cols["ep"]),
         etp_L=xp.asarray(np.where(cols["etp"] == 0.0, cols["tp"], cols["etp"])), vpp_L=xp.asarray(cols["vpp"]),
         mb_L=xp.asarray(cols["micro_batch"]), zero_L=xp.asarray(cols["zero"]),
         recompute_L=xp.asarray(cols["recompute"]),
-        recompute_modules_L=xp.asarray(np.full(cols["tp"].shape, modules)),
+        recompute_modules_L=xp.asarray(cols["recompute_modules"]),
         sp_L=xp.asarray((cols["tp"] > 1.0).astype(np.float64)),
         ep_overlap_L=xp.asarray(_ep_overlap(cols, search)))
     res = nominal(job.model, job.train, cluster, lay, xp)
@@ -107,9 +107,9 @@ def _ep_overlap(cols: dict[str, np.ndarray], search: SearchSpec) -> np.ndarray:
         return np.zeros(cols["tp"].shape)
     full, selective = float(RECOMPUTE_MODES.index("full")), float(RECOMPUTE_MODES.index("selective"))
     ok = (cols["ep"] > 1.0) & ((cols["pp"] == 1.0) | (cols["vpp"] > 1.0)) & (cols["recompute"] != full)
-    if "moe" in search.recompute_modules:
-        ok &= cols["recompute"] != selective
-    return ok.astype(np.float64)
+    moe_bit = float(recompute_module_mask(("moe",)))
+    moe_rerun = (cols["recompute"] == selective) & (np.fmod(np.floor(cols["recompute_modules"] / moe_bit), 2.0) == 1.0)
+    return (ok & ~moe_rerun).astype(np.float64)
 
 
 def _site_power_w(job: SearchJob, cluster: ClusterSpec, b: dict[str, np.ndarray], step: np.ndarray) -> np.ndarray:
@@ -145,14 +145,14 @@ def run_search(job: SearchJob, search: SearchSpec, out_dir: Path | None, xp: Any
         result.layouts += len(cols["tp"])
         result.fitting += int(out["fits"].sum())
         if writer is not None:
-            writer.append(_rows(cols, out))
+            writer.append(_rows(cols, out, search))
         # Only this chunk's best k rows become an Arrow table (the others are only written, if at all).
         score = np.where(out["fits"], out["objective"], -np.inf) if search.must_fit else out["objective"]
         keep = np.flatnonzero(np.isfinite(score)) if search.must_fit else np.arange(score.size)
         if keep.size > search.top:
             keep = keep[np.argpartition(-score[keep], search.top - 1)[: search.top]]
         if keep.size:
-            top = _table(_rows({k: v[keep] for k, v in cols.items()}, {k: v[keep] for k, v in out.items()}))
+            top = _table(_rows({k: v[keep] for k, v in cols.items()}, {k: v[keep] for k, v in out.items()}, search))
             best = _top(top if best is None else pa.concat_tables([best, top]), search.top)
     result.seconds = time.perf_counter() - t0
     result.best = best.to_pylist() if best is not None else []
@@ -161,12 +161,18 @@ def run_search(job: SearchJob, search: SearchSpec, out_dir: Path | None, xp: Any
     return result
 
 
-def _rows(cols: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Columns of layouts.arrow for a set of layouts and their cost-model results."""
+def _rows(cols: dict[str, np.ndarray], out: dict[str, np.ndarray], search: SearchSpec) -> dict[str, Any]:
+    """Columns of layouts.arrow for a set of layouts and their cost-model results; ``recompute_modules`` is the
+    module list a selective layout re-runs, comma-separated as the search gave it ("" for none and full)."""
     ints = {name: cols[name].astype(np.int64) for name in ("tp", "pp", "dp", "cp", "ep", "etp", "vpp", "micro_batch",
                                                            "zero")}
-    modes = np.asarray(RECOMPUTE_MODES)[cols["recompute"].astype(np.int64)].tolist()
-    return {**ints, "recompute": modes, **out}
+    code_N = cols["recompute"].astype(np.int64)
+    modes = np.asarray(RECOMPUTE_MODES)[code_N].tolist()
+    modules = np.full(code_N.shape, "", dtype=object)
+    selective_N = code_N == RECOMPUTE_MODES.index("selective")
+    for one in search.module_sets:
+        modules[selective_N & (cols["recompute_modules"] == float(recompute_module_mask(one)))] = ",".join(one)
+    return {**ints, "recompute": modes, "recompute_modules": modules.tolist(), **out}
 
 
 def _table(rows: dict[str, Any]) -> pa.Table:

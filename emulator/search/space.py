@@ -8,7 +8,8 @@ Axes and their candidates (a search constraint replaces an axis's list):
 - ep: divisors of num_experts (1 for dense);  micro_batch: 1, 2, 4, 8, 16;  zero: 0-3;
 - etp (expert tensor parallelism, MoE only): powers of two up to the NVLink domain that divide the
   expert FFN width (0 for a dense model: the same as tp);
-- recompute: none, selective, full.
+- recompute: none, selective, full; ``selective`` once per module list of ``search.recompute_modules`` (a
+  layout's ``recompute_modules`` column is that list's bit mask).
 
 A grid point is valid when ``tp * pp * cp`` divides the GPU count (dp is the rest), the global batch
 is a multiple of ``dp * micro_batch`` and, with vpp > 1, the micro-batches per step a multiple of
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from emulator.spec import ClusterSpec, ModelSpec, TrainSpec
-from emulator.spec.parallel import RECOMPUTE_MODES
+from emulator.spec.parallel import RECOMPUTE_MODES, recompute_module_mask
 from emulator.spec.search import SearchSpec
 
 AXES = ("tp", "cp", "pp", "vpp", "ep", "etp", "micro_batch", "zero", "recompute")
@@ -39,7 +40,14 @@ CP_CANDIDATES = (1, 2, 4, 8, 16)
 class Space:
     num_gpus: int
     values: dict[str, np.ndarray]
-    """Candidate values per axis (recompute as its code 0/1/2)."""
+    """Candidate values per axis (recompute as an index into ``recompute_variants``)."""
+    recompute_variants: np.ndarray
+    """Per recompute value: its mode code 0/1/2 and its module mask (:func:`recompute_module_mask`), shape (R, 2)."""
+
+    def _recompute_columns(self, variant_N: np.ndarray) -> dict[str, np.ndarray]:
+        """The ``recompute`` (mode code) and ``recompute_modules`` (mask) columns of recompute value indices."""
+        picked = self.recompute_variants[variant_N.astype(np.int64)]
+        return {"recompute": picked[:, 0].astype(np.float64), "recompute_modules": picked[:, 1].astype(np.float64)}
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -58,7 +66,8 @@ class Space:
             col = {a: self.values[a][i].astype(np.float64) for a, i in zip(AXES, idx, strict=True)}
             keep = valid(col, self.num_gpus, model, train)
             if keep.any():
-                yield {a: v[keep] for a, v in col.items()}
+                out = {a: v[keep] for a, v in col.items()}
+                yield {**out, **self._recompute_columns(out["recompute"])}
 
     def chunks(self, chunk: int, model: ModelSpec, train: TrainSpec) -> Iterator[dict[str, np.ndarray]]:
         """Valid layouts, at most about ``chunk`` at a time, as float64 columns, in grid order.
@@ -109,7 +118,7 @@ class Space:
                    "vpp": vpp_V[i_v].astype(np.float64), "ep": ep_E[i_e].astype(np.float64),
                    "etp": etp_X[i_x].astype(np.float64),
                    "micro_batch": mb_M[i_m].astype(np.float64), "zero": np.tile(zero_K, reps),
-                   "recompute": np.tile(rec_K, reps)}
+                   **self._recompute_columns(np.tile(rec_K, reps))}
 
 
 def valid(col: dict[str, np.ndarray], num_gpus: int, model: ModelSpec, train: TrainSpec) -> np.ndarray:
@@ -148,6 +157,12 @@ def build_space(model: ModelSpec, train: TrainSpec, cluster: ClusterSpec, search
         "etp": search.etp or tuple(etp),
         "micro_batch": search.micro_batch or MICRO_BATCH_CANDIDATES,
         "zero": search.zero or (0, 1, 2, 3),
-        "recompute": tuple(RECOMPUTE_MODES.index(r) for r in (search.recompute or RECOMPUTE_MODES)),
     }
-    return Space(num_gpus, {k: np.asarray(v, dtype=np.int64) for k, v in values.items()})
+    # One recompute value per mode, selective once per module list; none and full carry the first list's mask
+    # (unused by the cost model, and one mask keeps their layer shapes shared).
+    masks = [recompute_module_mask(one) for one in search.module_sets]
+    variants = [(RECOMPUTE_MODES.index(r), m) for r in (search.recompute or RECOMPUTE_MODES)
+                for m in (masks if r == "selective" else masks[:1])]
+    values["recompute"] = tuple(range(len(variants)))
+    return Space(num_gpus, {k: np.asarray(v, dtype=np.int64) for k, v in values.items()},
+                 np.asarray(variants, dtype=np.int64))

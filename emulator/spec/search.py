@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from emulator.spec.cluster import ClusterSpec
 from emulator.spec.errors import require
 from emulator.spec.model import ModelSpec
-from emulator.spec.parallel import DEFAULT_RECOMPUTE_MODULES, RECOMPUTE_MODES, RECOMPUTE_MODULES
+from emulator.spec.parallel import (
+    DEFAULT_RECOMPUTE_MODULES,
+    RECOMPUTE_MODES,
+    RECOMPUTE_MODULES,
+    recompute_module_mask,
+)
 from emulator.spec.power import PowerSpec
 from emulator.spec.run import RunSpec
 from emulator.spec.train import TrainSpec
@@ -29,8 +35,9 @@ class SearchSpec:
     micro_batch: tuple[int, ...] = ()
     zero: tuple[int, ...] = ()
     recompute: tuple[str, ...] = ()
-    recompute_modules: tuple[str, ...] = DEFAULT_RECOMPUTE_MODULES
-    """What the ``selective`` recompute value re-runs (``parallel.recompute_modules``)."""
+    recompute_modules: tuple[Any, ...] = DEFAULT_RECOMPUTE_MODULES
+    """What the ``selective`` recompute value re-runs (``parallel.recompute_modules``): one list of modules, or a
+    list of such lists to search over several (each a ``selective`` value of its own; :attr:`module_sets`)."""
     max_gpus: int = 0
     """GPU budget: the job size searched (0: the whole cluster)."""
     objective: str = "tokens_per_s"
@@ -43,6 +50,13 @@ class SearchSpec:
     chunk: int = 50_000
     """Candidate layouts evaluated per array call: memory is bounded by this, not by the space."""
 
+    @property
+    def module_sets(self) -> tuple[tuple[str, ...], ...]:
+        """The module lists the search's ``selective`` layouts take, one or several."""
+        if all(isinstance(m, tuple) for m in self.recompute_modules):
+            return self.recompute_modules
+        return (self.recompute_modules,)
+
     def __post_init__(self) -> None:
         p = "search"
         for axis in ("tp", "pp", "cp", "ep", "etp", "vpp", "micro_batch"):
@@ -52,13 +66,22 @@ class SearchSpec:
             require(z in (0, 1, 2, 3), f"{p}.zero", z, "values must be in 0-3")
         for r in self.recompute:
             require(r in RECOMPUTE_MODES, f"{p}.recompute", r, f"values must be in {', '.join(RECOMPUTE_MODES)}")
-        require(isinstance(self.recompute_modules, (list, tuple)) and len(self.recompute_modules) > 0,
-                f"{p}.recompute_modules", self.recompute_modules,
-                f"must be a non-empty list of modules from {', '.join(RECOMPUTE_MODULES)}")
-        object.__setattr__(self, "recompute_modules", tuple(str(m) for m in self.recompute_modules))
-        for m in self.recompute_modules:
-            require(m in RECOMPUTE_MODULES, f"{p}.recompute_modules", m,
-                    f"each entry must be one of {', '.join(RECOMPUTE_MODULES)}")
+        key, names = f"{p}.recompute_modules", ", ".join(RECOMPUTE_MODULES)
+        raw = self.recompute_modules
+        require(isinstance(raw, (list, tuple)) and len(raw) > 0, key, raw,
+                f"must be a non-empty list of modules from {names}, or a list of such lists")
+        nested = [isinstance(m, (list, tuple)) for m in raw]
+        require(all(nested) or not any(nested), key, list(raw),
+                "must be a list of modules or a list of lists of modules, not a mix")
+        sets = tuple(tuple(str(m) for m in one) for one in raw) if all(nested) else (tuple(str(m) for m in raw),)
+        for one in sets:
+            require(len(one) > 0, key, [], f"each list must name at least one module from {names}")
+            for m in one:
+                require(m in RECOMPUTE_MODULES, key, m, f"each entry must be one of {names}")
+            require(len(set(one)) == len(one), key, list(one), "must not repeat an entry")
+        masks = [recompute_module_mask(one) for one in sets]
+        require(len(set(masks)) == len(masks), key, [list(one) for one in sets], "must not list the same set twice")
+        object.__setattr__(self, "recompute_modules", sets if len(sets) > 1 else sets[0])
         require(self.max_gpus >= 0, f"{p}.max_gpus", self.max_gpus, "must be >= 0 (0: the whole cluster)")
         require(self.objective in OBJECTIVES, f"{p}.objective", self.objective,
                 f"must be one of {', '.join(OBJECTIVES)}")

@@ -220,6 +220,36 @@ def test_search_costs_the_moe_all_to_all_overlap_when_asked(tmp_path: Path) -> N
     assert step == pytest.approx(on["step_time_s"], rel=1e-12)
 
 
+def test_search_over_several_module_sets(tmp_path: Path) -> None:
+    """search.recompute_modules as a list of lists: every selective layout once per list, each costed as emulate
+    costs it with that parallel.recompute_modules, and named in the layouts.arrow recompute_modules column; none
+    and full layouts once, with an empty column. The Hydra override takes the nested list."""
+    sets = [["core_attn"], ["moe_act", "layernorm"], ["moe"]]
+    cfg = compose_config([*GROK1_512, "search.recompute_modules=[[core_attn],[moe_act,layernorm],[moe]]"],
+                         config_name="emulate_search")
+    assert build_search(cfg).module_sets == tuple(tuple(one) for one in sets)
+    rows = layouts(tmp_path, GROK1_512, recompute_modules=tuple(tuple(one) for one in sets), **GROK1_ONE_LAYOUT)
+    assert sorted((r["recompute"], r["recompute_modules"]) for r in rows) == sorted(
+        [("none", ""), ("full", "")] + [("selective", ",".join(one)) for one in sets])
+    for row in rows:
+        modules = f"[{row['recompute_modules']}]" if row["recompute_modules"] else "[core_attn]"
+        step, mem, _ = emulate_row([*GROK1_512, f"parallel.recompute_modules={modules}"], row)
+        assert step == pytest.approx(row["step_time_s"], rel=1e-12), row
+        assert mem == pytest.approx(row["memory_bytes"], rel=1e-12), row
+    assert len({r["memory_bytes"] for r in rows if r["recompute"] == "selective"}) == 3
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ([["core_attn"], "moe"], "not a mix"),
+    ([["core_attn"], []], "at least one module"),
+    ([["moe", "moe_act"], ["moe_act", "moe"]], "the same set twice"),
+    ([["moe", "moe"]], "must not repeat"),
+])
+def test_bad_module_sets_are_one_line_errors(value: list[object], why: str) -> None:
+    with pytest.raises(ConfigError, match=r"search\.recompute_modules=.*" + why):
+        SearchSpec(recompute_modules=tuple(value))  # type: ignore[arg-type]
+
+
 def test_search_overlap_only_where_megatron_core_runs_it(tmp_path: Path) -> None:
     """search.ep_comm_overlap=true leaves the layouts Megatron-Core refuses the overlap for (here full
     recomputation) costed without it, as emulate can only cost them."""
